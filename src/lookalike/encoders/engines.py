@@ -1,0 +1,123 @@
+"""Inference engines: run a backbone's pooled-feature graph on batches.
+
+``onnx`` (default): ONNX Runtime on a graph exported once from torch and cached in the
+user cache dir, keyed by the weights' hash. ``torch``: eager PyTorch, the fallback.
+Both use CUDA when it is present.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("onnx", "torch")
+ONNX_OPSET = 18
+
+
+def cache_dir() -> Path:
+    """Where exported models are cached (``$LOOKALIKE_CACHE`` or the user cache dir)."""
+    env = os.environ.get("LOOKALIKE_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lookalike"))
+
+
+def _threads() -> int:
+    return int(os.environ.get("LOOKALIKE_THREADS", 0)) or os.cpu_count() or 1
+
+
+class PooledFeatures:
+    """``torch.nn.Module`` wrapper: image batch -> globally average-pooled features."""
+
+    def __new__(cls, model):  # a factory, so torch is imported only when needed
+        import torch
+
+        class _Pooled(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, x):
+                return self.m.extract_features(x).mean(dim=(2, 3))
+
+        return _Pooled(model).eval()
+
+
+class TorchEngine:
+    """Eager PyTorch inference (CPU, or CUDA when available)."""
+
+    name = "torch"
+
+    def __init__(self, model):
+        import torch
+
+        self._torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cpu" and torch.get_num_threads() != _threads():
+            torch.set_num_threads(_threads())
+        self.module = PooledFeatures(model).to(self.device)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Return pooled features ``(B, D)`` float32 for a ``(B, 3, S, S)`` batch."""
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device)
+            return self.module(x).float().cpu().numpy()
+
+
+class OnnxEngine:
+    """ONNX Runtime inference over a cached export of the model."""
+
+    name = "onnx"
+
+    def __init__(self, model_path: Path):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = _threads()
+        opts.inter_op_num_threads = 1
+        # Spinning threads collapse throughput when decode workers share the cores.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = ort.InferenceSession(str(model_path), opts, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.model_path = model_path
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Return pooled features ``(B, D)`` float32 for a ``(B, 3, S, S)`` batch."""
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def export_onnx(model, image_size: int, path: Path) -> Path:
+    """Export ``model``'s pooled features to ONNX at ``path`` (atomic; batch axis dynamic)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    module = PooledFeatures(model)
+    example = torch.zeros(2, 3, image_size, image_size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    log.info("exporting %s to ONNX (once; cached at %s)", type(model).__name__, path)
+    torch.onnx.export(
+        module,
+        (example,),
+        str(tmp),
+        input_names=["images"],
+        output_names=["features"],
+        dynamic_shapes={"x": {0: batch}},
+        opset_version=ONNX_OPSET,
+        external_data=False,
+        dynamo=True,
+        verbose=False,
+    )
+    os.replace(tmp, path)
+    return path
