@@ -1,0 +1,42 @@
+# lookalike — `make demo` and `make test` work on a fresh machine; both run `make setup` first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LOOKALIKE := $(VENV)/bin/lookalike
+LOOKALIKE_DATA ?= ../shared/data
+DATA ?= $(LOOKALIKE_DATA)/caltech101
+OUT ?= demo-out
+K ?= 10
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)  ## create .venv and install lookalike with its extras (idempotent)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup  ## index the demo collection, search it, write a result grid
+	@if [ ! -d "$(DATA)" ]; then \
+	  echo "Demo data not found at $(DATA)."; \
+	  echo "Run the demo on any folder of images instead:  make demo DATA=~/Pictures"; \
+	  exit 2; fi
+	$(LOOKALIKE) index "$(DATA)" --db $(OUT)/index
+	@q="$(QUERY)"; if [ -z "$$q" ]; then \
+	  if [ -f "$(DATA)/accordion/image_0001.jpg" ]; then q="$(DATA)/accordion/image_0001.jpg"; \
+	  else q=$$($(PY) -c 'import sys; from lookalike.images import discover; print(next(iter(discover(sys.argv[1]))))' "$(DATA)"); fi; fi; \
+	echo "query: $$q"; \
+	$(LOOKALIKE) search "$$q" --db $(OUT)/index -k $(K) --grid $(OUT)/grid.png
+
+test: setup  ## run the whole test suite
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(OUT) .pytest_cache

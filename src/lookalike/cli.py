@@ -1,0 +1,187 @@
+"""The ``lookalike`` command: a thin shell over the Python API (parsing, progress, output)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Find similar images in large collections.")
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+DbOpt = Annotated[Path, typer.Option("--db", help="Collection folder.", show_default=True)]
+DEFAULT_DB = Path("lookalike-index")
+
+
+def _fail(message: str, code: int = 1):
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _open(db: Path, **kwargs):
+    from .collection import Collection, CollectionError, CorruptCollectionError
+
+    try:
+        return Collection.open(db, **kwargs)
+    except (CollectionError, CorruptCollectionError) as e:
+        _fail(str(e))
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def index(
+    folder: Annotated[Path, typer.Argument(help="Folder of images (recursive) or one image file.")],
+    db: DbOpt = DEFAULT_DB,
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Inference engine: onnx (default) or torch.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
+    workers: Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")] = None,
+    max_pixels: Annotated[int, typer.Option(help="Skip images with more pixels (decompression bombs); 0 = no limit.")] = 100_000_000,
+    include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Discard the collection at --db and index from scratch.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    show_skipped: Annotated[int, typer.Option(help="List at most this many skipped files.")] = 20,
+):
+    """Embed every image under FOLDER into the collection (incremental: only new or changed files)."""
+    from .collection import Collection, CollectionError, CorruptCollectionError
+
+    if not folder.exists():
+        _fail(f"No such folder or file: {folder}")
+    try:
+        if rebuild:
+            col = Collection.create(db, encoder=encoder, engine=engine, overwrite=True)
+        else:
+            col = Collection.open_or_create(db, encoder=encoder, engine=engine)
+        report = col.index(folder, batch_size=batch_size, workers=workers, max_pixels=max_pixels or None,
+                           include_hidden=include_hidden, progress=progress and not as_json and sys.stderr.isatty())
+    except (CollectionError, CorruptCollectionError, FileNotFoundError, ImportError, ValueError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted:[/] the images embedded so far are saved; run the same command to finish.")
+        raise typer.Exit(130) from None
+    t = report.times
+    summary = {
+        "db": str(col.path), "images": len(col), "added": report.added, "updated": report.updated,
+        "removed": report.removed, "unchanged": report.unchanged, "skipped": len(report.skipped),
+        "images_per_second": round(report.images_per_second, 1),
+        "seconds": {"discover": round(t.discover, 3), "decode_cpu": round(t.decode, 3),
+                    "encode": round(t.encode, 3), "write": round(t.write, 3), "total": round(t.total, 3)},
+    }
+    if as_json:
+        summary["skipped_files"] = [{"path": p, "reason": r} for p, r in report.skipped]
+        print(json.dumps(summary, indent=2))
+        return
+    out.print(f"[bold]{col.path}[/]: {len(col)} images  (+{report.added} added, {report.updated} updated, "
+              f"{report.removed} removed, {report.unchanged} unchanged, {len(report.skipped)} skipped)", highlight=False)
+    if report.embedded:
+        out.print(f"embedded {report.embedded} images in {t.total:.1f} s = [bold]{report.images_per_second:.1f} img/s[/]"
+                  f"  (discover {t.discover:.2f} s, decode {t.decode:.1f} cpu-s in workers, encode {t.encode:.1f} s, "
+                  f"write {t.write:.2f} s)", highlight=False)
+    if report.skipped:
+        tab = Table(title=f"{len(report.skipped)} files skipped", title_justify="left")
+        tab.add_column("skipped file", overflow="fold")
+        tab.add_column("reason", overflow="fold")
+        for p, r in report.skipped[:show_skipped]:
+            tab.add_row(p, r)
+        out.print(tab)
+        if len(report.skipped) > show_skipped:
+            out.print(f"... and {len(report.skipped) - show_skipped} more: lookalike info --db {db} --errors")
+
+
+@app.command()
+def search(
+    query: Annotated[Path, typer.Argument(help="Query image (indexed or not).")],
+    db: DbOpt = DEFAULT_DB,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    paths: Annotated[bool, typer.Option("--paths", help="Print only result paths, one per line.")] = False,
+    grid: Annotated[Optional[Path], typer.Option(help="Write a PNG of the query beside its results.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Inference engine: onnx (default) or torch.")] = None,
+):
+    """Find the K images most similar to QUERY."""
+    from .images import DecodeError
+
+    if k < 1:
+        _fail(f"-k must be at least 1, got {k}")
+    if not query.is_file():
+        _fail(f"No such query image: {query}")
+    col = _open(db, read_only=True, engine=engine)
+    if len(col) == 0:
+        _fail(f"The collection at {db} is empty; add images with: lookalike index FOLDER --db {db}")
+    try:
+        hits = col.search(query, k=k)
+    except DecodeError as e:
+        _fail(f"cannot read query image {query}: {e}")
+    except FileNotFoundError:
+        _fail(f"No such query image: {query}")
+    if grid is not None:
+        from .viz import result_grid
+
+        result_grid(str(query), hits, grid)
+    if as_json:
+        print(json.dumps({"query": str(query), "results": [h.to_dict() for h in hits]}, indent=2))
+    elif paths:
+        for h in hits:
+            print(h.path)
+    else:
+        tab = Table("rank", "score", "label", title=f"{len(hits)} most similar to {query}", title_justify="left")
+        tab.add_column("path", overflow="fold")
+        for h in hits:
+            tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, h.path)
+        out.print(tab)
+    if grid is not None and not (as_json or paths):
+        out.print(f"grid written to {grid}")
+
+
+@app.command()
+def info(
+    db: DbOpt = DEFAULT_DB,
+    errors: Annotated[bool, typer.Option("--errors", help="List every skipped file with its reason.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+):
+    """Describe a collection: size, encoder, folders, skipped files."""
+    col = _open(db, read_only=True)
+    m = col.manifest
+    data = {"db": str(col.path), "images": len(col), "skipped": len(col.errors), "encoder": m["encoder"],
+            "dim": m["dim"], "format_version": m["format_version"], "roots": m.get("roots", []),
+            "generation": m["generation"]}
+    if as_json:
+        if errors:
+            data["skipped_files"] = [{"path": p, "reason": r} for p, r in col.errors]
+        print(json.dumps(data, indent=2))
+        return
+    for key, val in data.items():
+        out.print(f"{key:>15}: {val}", highlight=False)
+    if errors and col.errors:
+        tab = Table()
+        tab.add_column("skipped file", overflow="fold")
+        tab.add_column("reason", overflow="fold")
+        for p, r in col.errors:
+            tab.add_row(p, r)
+        out.print(tab)
+
+
+def main():
+    """Console-script entry point."""
+    from .runtime import tune_process
+
+    tune_process()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Pictures of results: a query beside its hits, with scores. Computes no similarity."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from . import images
+
+THUMB = 200  # thumbnail side in pixels
+_PAD = 8
+_CAPTION = 34  # caption band height: two text lines
+
+
+def _font(size: int = 13):
+    for name in ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default()
+
+
+def thumbnail(source, side: int = THUMB) -> Image.Image:
+    """A square ``side`` thumbnail (letterboxed on grey); a grey tile with an X if undecodable."""
+    tile = Image.new("RGB", (side, side), (235, 235, 235))
+    try:
+        img = images.decode(source, draft_size=side).image
+    except images.DecodeError:
+        d = ImageDraw.Draw(tile)
+        d.line((0, 0, side, side), fill=(200, 80, 80), width=3)
+        d.line((0, side, side, 0), fill=(200, 80, 80), width=3)
+        return tile
+    img.thumbnail((side, side), Image.BICUBIC)
+    tile.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+    return tile
+
+
+def _shorten(text: str, font, width: int) -> str:
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength("…" + text) > width:
+        text = text[1:]
+    return "…" + text
+
+
+def tile_row(items: Sequence[tuple[object, str, str]], *, side: int = THUMB, columns: int | None = None,
+             highlight_first: bool = False) -> Image.Image:
+    """Lay out ``(image_source, line1, line2)`` items as captioned tiles in a grid."""
+    font = _font()
+    columns = columns or len(items) or 1
+    rows = max(1, -(-len(items) // columns))
+    cell_w, cell_h = side + _PAD, side + _CAPTION + _PAD
+    sheet = Image.new("RGB", (columns * cell_w + _PAD, rows * cell_h + _PAD), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (src, line1, line2) in enumerate(items):
+        x, y = _PAD + (i % columns) * cell_w, _PAD + (i // columns) * cell_h
+        sheet.paste(thumbnail(src, side), (x, y))
+        if highlight_first and i == 0:
+            draw.rectangle((x - 3, y - 3, x + side + 2, y + side + 2), outline=(30, 100, 220), width=3)
+        draw.text((x, y + side + 2), _shorten(line1, font, side), fill=(20, 20, 20), font=font)
+        draw.text((x, y + side + 17), _shorten(line2, font, side), fill=(90, 90, 90), font=font)
+    return sheet
+
+
+def result_grid(query, hits: Sequence, out: str | os.PathLike, *, columns: int = 6, side: int = THUMB) -> Path:
+    """Write a PNG: the query (outlined in blue) then each hit with rank, score and file name.
+
+    Parameters
+    ----------
+    query : path or bytes
+        The query image.
+    hits : sequence of lookalike.search.Hit
+    out : path
+        Where to write the PNG.
+    """
+    qname = Path(query).name if isinstance(query, (str, os.PathLike)) else "uploaded image"
+    items = [(query, "QUERY", qname)]
+    items += [(h.path, f"#{h.rank}  score {h.score:.3f}", Path(h.path).name) for h in hits]
+    sheet = tile_row(items, side=side, columns=min(columns, len(items)), highlight_first=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out

@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def db(tmp_path, image_folder):
+    (image_folder / "bad.jpg").write_text("nope")
+    res = runner.invoke(app, ["index", str(image_folder), "--db", str(tmp_path / "db")])
+    assert res.exit_code == 0, res.output
+    assert "12 images" in res.output and "1 skipped" in res.output and "not an image" in res.output
+    return tmp_path / "db"
+
+
+def test_search_table(db, image_folder):
+    q = image_folder / "cats" / "img_01.jpg"
+    res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "3"])
+    assert res.exit_code == 0, res.output
+    assert "1.0000" in res.output and "cats" in res.output
+
+
+def test_search_json_and_paths(db, image_folder):
+    q = image_folder / "cats" / "img_01.jpg"
+    res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "4", "--json"])
+    data = json.loads(res.output)
+    assert [r["rank"] for r in data["results"]] == [1, 2, 3, 4]
+    assert data["results"][0]["path"] == str(q)
+    assert set(data["results"][0]) == {"rank", "score", "id", "path", "label"}
+    res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "2", "--paths"])
+    assert res.output.splitlines()[0] == str(q) and len(res.output.splitlines()) == 2
+
+
+def test_search_grid_png(db, image_folder, tmp_path):
+    q = image_folder / "dogs" / "img_00.png"
+    out = tmp_path / "grid.png"
+    res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "5", "--grid", str(out)])
+    assert res.exit_code == 0, res.output
+    im = Image.open(out)
+    assert im.width > 5 * 200 and im.height > 200
+
+
+def test_info_and_errors(db):
+    res = runner.invoke(app, ["info", "--db", str(db), "--errors", "--json"])
+    data = json.loads(res.output)
+    assert data["images"] == 12 and data["skipped"] == 1
+    assert "not an image" in data["skipped_files"][0]["reason"]
+
+
+def test_index_json_report(tmp_path, image_folder):
+    res = runner.invoke(app, ["index", str(image_folder), "--db", str(tmp_path / "d2"), "--json"])
+    data = json.loads(res.output)
+    assert data["added"] == 12 and set(data["seconds"]) >= {"discover", "decode_cpu", "encode", "write", "total"}
+
+
+def test_errors_are_friendly(tmp_path, db):
+    res = runner.invoke(app, ["search", str(tmp_path / "missing.jpg"), "--db", str(db)])
+    assert res.exit_code == 1 and "No such query image" in res.output
+    res = runner.invoke(app, ["search", "x.jpg", "--db", str(tmp_path / "nodb")])
+    assert res.exit_code == 1 and "No collection" in res.output
+    res = runner.invoke(app, ["index", str(tmp_path / "nowhere"), "--db", str(db)])
+    assert res.exit_code == 1 and "No such folder" in res.output
+
+
+def test_console_script_runs(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "lookalike", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "index" in res.stdout and "search" in res.stdout

@@ -1,0 +1,196 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_image
+from lookalike import Collection, CollectionError, CorruptCollectionError
+
+
+@pytest.fixture
+def collection(tmp_path, image_folder):
+    col = Collection.create(tmp_path / "db")
+    col.index(image_folder)
+    return col
+
+
+def test_index_and_search(collection, image_folder):
+    assert len(collection) == 12
+    assert collection.errors == []
+    assert set(collection.labels) == {"cats", "dogs"}
+    emb = collection.embeddings
+    assert emb.shape == (12, 1280)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    q = image_folder / "dogs" / "img_04.jpg"
+    hits = collection.search(q, k=3)
+    assert hits[0].path == str(q) and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert hits[0].score >= hits[1].score >= hits[2].score
+
+
+def test_search_new_image_finds_its_original(collection, image_folder, tmp_path):
+    # an edited copy outside the collection: crop + recompress
+    im = synthetic_image(8)
+    im.crop((8, 6, 152, 114)).save(tmp_path / "query.jpg", quality=70)
+    hits = collection.search(tmp_path / "query.jpg", k=3)
+    assert hits[0].path.endswith("img_08.png") or hits[0].path.endswith("img_08.jpg")
+    assert hits[0].score > 0.9
+
+
+def test_search_by_vector_and_pil(collection):
+    v = np.asarray(collection.embeddings[3])
+    assert collection.search(v, k=1)[0].id == collection.ids[3]
+    assert collection.search(synthetic_image(5), k=1)[0].path.endswith("img_05.jpg")
+    with pytest.raises(ValueError, match="dimensions"):
+        collection.search(np.ones(7), k=1)
+
+
+def test_reopen_keeps_everything(collection, tmp_path):
+    col2 = Collection.open(tmp_path / "db")
+    assert col2.paths == collection.paths
+    assert np.array_equal(np.asarray(col2.embeddings), np.asarray(collection.embeddings))
+    assert list(col2.ids) == list(collection.ids)
+
+
+def test_incremental_reindex(collection, image_folder, tmp_path):
+    emb_before = {p: np.asarray(e) for p, e in zip(collection.paths, collection.embeddings)}
+    ids_before = dict(zip(collection.paths, collection.ids))
+    r = collection.index(image_folder)
+    assert (r.added, r.updated, r.removed, r.unchanged) == (0, 0, 0, 12)
+    # add one, change one, delete one
+    synthetic_image(100).save(image_folder / "cats" / "new.jpg")
+    changed = image_folder / "dogs" / "img_02.jpg"
+    synthetic_image(200).save(changed)
+    os.utime(changed, ns=(1, 10**18))
+    deleted = image_folder / "cats" / "img_01.jpg"
+    deleted.unlink()
+    r = Collection.open(tmp_path / "db").index(image_folder)
+    assert (r.added, r.updated, r.removed, r.unchanged) == (1, 1, 1, 10)
+    col = Collection.open(tmp_path / "db")
+    assert len(col) == 12
+    assert str(deleted) not in col.paths
+    row = col.paths.index(str(changed))
+    assert not np.allclose(col.embeddings[row], emb_before[str(changed)])
+    assert col.ids[row] == ids_before[str(changed)], "a changed file keeps its id"
+    kept = str(image_folder / "cats" / "img_05.jpg")
+    assert np.array_equal(col.embeddings[col.paths.index(kept)], emb_before[kept])
+    assert len(set(col.ids.tolist())) == 12
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path, image_folder):
+    (image_folder / "broken.jpg").write_bytes(b"not a jpeg")
+    (image_folder / "empty.png").write_bytes(b"")
+    col = Collection.create(tmp_path / "db")
+    r = col.index(image_folder)
+    assert r.added == 12 and len(r.skipped) == 2
+    reasons = dict(col.errors)
+    assert "not an image" in reasons[str(image_folder / "broken.jpg")]
+    assert "empty" in reasons[str(image_folder / "empty.png")]
+    # fixing a file clears its error on the next run
+    synthetic_image(50).save(image_folder / "broken.jpg", format="JPEG")
+    col.index(image_folder)
+    assert str(image_folder / "broken.jpg") not in dict(col.errors)
+    assert len(Collection.open(tmp_path / "db")) == 13
+
+
+def test_all_bad_batch_survives(tmp_path):
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"{i}.jpg").write_bytes(b"junk" * i)
+    col = Collection.create(tmp_path / "db")
+    r = col.index(folder, batch_size=8)
+    assert r.added == 0 and len(r.skipped) == 40 and len(col) == 0
+
+
+def test_add_and_remove(tmp_path, image_folder):
+    col = Collection.create(tmp_path / "db")
+    files = sorted(image_folder.rglob("*.jpg"))[:3]
+    r = col.add(files)
+    assert r.added == 3 and len(col) == 3
+    assert col.remove([files[0], tmp_path / "never-there.jpg"]) == 1
+    assert len(Collection.open(tmp_path / "db")) == 2
+
+
+def test_encoder_mismatch_is_a_clear_error(collection, tmp_path):
+    with pytest.raises(CollectionError, match="efficientnet-lite0.*not 'efficientnet-lite1'"):
+        Collection.open(tmp_path / "db", encoder="efficientnet-lite1")
+
+
+def test_create_refuses_to_clobber(collection, tmp_path):
+    with pytest.raises(CollectionError, match="already exists"):
+        Collection.create(tmp_path / "db")
+    assert len(Collection.create(tmp_path / "db", overwrite=True)) == 0
+
+
+def test_open_missing_collection(tmp_path):
+    with pytest.raises(CollectionError, match="lookalike index"):
+        Collection.open(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("role", ["meta", "embeddings", "errors", "manifest"])
+def test_flipped_byte_is_detected_naming_the_file(collection, tmp_path, role):
+    db = tmp_path / "db"
+    manifest = json.loads((db / "manifest.json").read_text())
+    name = "manifest.json" if role == "manifest" else manifest["file_roles"][role]
+    path = db / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCollectionError) as info:
+        Collection.open(db)
+    assert name in str(info.value) and "--rebuild" in str(info.value)
+
+
+def test_missing_file_is_detected(collection, tmp_path):
+    db = tmp_path / "db"
+    manifest = json.loads((db / "manifest.json").read_text())
+    (db / manifest["file_roles"]["embeddings"]).unlink()
+    with pytest.raises(CorruptCollectionError, match="missing"):
+        Collection.open(db)
+
+
+def test_read_only_refuses_writes(collection, tmp_path, image_folder):
+    col = Collection.open(tmp_path / "db", read_only=True)
+    with pytest.raises(CollectionError, match="read-only"):
+        col.index(image_folder)
+
+
+def test_only_one_generation_on_disk(collection, tmp_path, image_folder):
+    synthetic_image(300).save(image_folder / "x.jpg")
+    collection.index(image_folder)
+    names = sorted(p.name for p in (tmp_path / "db").iterdir() if not p.name.startswith("."))
+    assert len(names) == 4, names
+
+
+def test_checkpoints_commit_during_a_long_run(tmp_path, image_folder, monkeypatch):
+    from lookalike import collection as colmod
+
+    monkeypatch.setattr(colmod, "CHECKPOINT_MIN_ROWS", 4)
+    seen = []
+    col = Collection.create(tmp_path / "db")
+
+    def on_batch(batch):
+        seen.append(Collection.open(tmp_path / "db").manifest["count"])
+
+    col.index(image_folder, batch_size=4, on_batch=on_batch)
+    assert seen[-1] >= 4, f"no checkpoint was committed mid-run: {seen}"
+    assert len(Collection.open(tmp_path / "db")) == 12
+
+
+def test_interrupt_keeps_finished_work(tmp_path, image_folder):
+    col = Collection.create(tmp_path / "db")
+    calls = []
+
+    def stop(batch):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        col.index(image_folder, batch_size=4, on_batch=stop)
+    assert len(Collection.open(tmp_path / "db")) == 8
+    r = Collection.open(tmp_path / "db").index(image_folder)
+    assert r.added == 4 and r.unchanged == 8
