@@ -63,7 +63,8 @@ def test_index_json_report(tmp_path, image_folder):
 def test_errors_are_friendly(tmp_path, db):
     res = runner.invoke(app, ["search", str(tmp_path / "missing.jpg"), "--db", str(db)])
     assert res.exit_code == 1 and "No such query image" in res.output
-    res = runner.invoke(app, ["search", "x.jpg", "--db", str(tmp_path / "nodb")])
+    q = next((db.parent / "photos" / "cats").glob("*.jpg"))
+    res = runner.invoke(app, ["search", str(q), "--db", str(tmp_path / "nodb")])
     assert res.exit_code == 1 and "No collection" in res.output
     res = runner.invoke(app, ["index", str(tmp_path / "nowhere"), "--db", str(db)])
     assert res.exit_code == 1 and "No such folder" in res.output
