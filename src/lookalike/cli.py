@@ -46,7 +46,8 @@ def index(
     folder: Annotated[Path, typer.Argument(help="Folder of images (recursive) or one image file.")],
     db: DbOpt = DEFAULT_DB,
     encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="Inference engine: onnx (default) or torch.")] = None,
+    engine: Annotated[Optional[str], typer.Option(
+        help="Inference engine: onnx (default), onnx-int8 (~1.8x faster, calibrated on this collection) or torch.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
     workers: Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")] = None,
     max_pixels: Annotated[int, typer.Option(help="Skip images with more pixels (decompression bombs); 0 = no limit.")] = 100_000_000,

@@ -186,7 +186,7 @@ class Collection:
             if not overwrite:
                 raise CollectionError(f"A collection already exists at {path}; open it, or pass overwrite=True (--rebuild).")
             for f in path.iterdir():
-                if f.is_file() and (f.name == MANIFEST or _GEN_FILE.match(f.name)):
+                if f.is_file() and (f.name in (MANIFEST, "encoder-int8.onnx") or _GEN_FILE.match(f.name)):
                     f.unlink()
         elif path.exists() and any(path.iterdir()):
             if not overwrite:
@@ -196,6 +196,7 @@ class Collection:
             "format": "lookalike-collection",
             "format_version": FORMAT_VERSION,
             "encoder": enc.name,
+            "engine": enc.engine_name,
             "weights_sha256": enc.weights_hash,
             "dim": enc.dim,
             "generation": 0,
@@ -295,7 +296,18 @@ class Collection:
     def encoder(self) -> Encoder:
         """The encoder, built on first use; refuses weights that differ from the collection's."""
         if self._encoder is None:
-            enc = get_encoder(self.encoder_name, self._engine)
+            built = self.manifest.get("engine", "onnx")
+            engine = self._engine or built
+            if (engine == "onnx-int8") != (built == "onnx-int8"):
+                raise CollectionError(
+                    f"{self.path} was built with the {built!r} engine; int8 and float embeddings differ slightly, "
+                    f"so use --engine {built} with it (or --rebuild).")
+            int8 = None
+            if engine == "onnx-int8" and "int8_model" in self.manifest:
+                info = self.manifest["int8_model"]
+                int8 = self.path / info["name"]
+                storage.verify(int8, info["sha256"], RECOVER_HINT.format(db=self.path))
+            enc = get_encoder(self.encoder_name, engine, int8_model=int8)
             if enc.weights_hash != self.manifest["weights_sha256"]:
                 raise CollectionError(
                     f"The installed weights for {enc.name!r} differ from those that built {self.path} "
@@ -469,7 +481,7 @@ class Collection:
         IndexReport
         """
         self._check_writable()
-        root = Path(root).expanduser().absolute()
+        root = Path(os.path.abspath(os.path.expanduser(root)))
         report = IndexReport()
         t_start = time.perf_counter()
         t0 = t_start
@@ -484,13 +496,13 @@ class Collection:
         """Embed and add specific image files (re-embedding changed ones); nothing is removed."""
         self._check_writable()
         t_start = time.perf_counter()
-        found = [str(Path(p).expanduser().absolute()) for p in paths]
+        found = [str(Path(os.path.abspath(os.path.expanduser(p)))) for p in paths]
         return self._run(found, lambda p: False, None, IndexReport(), t_start, **kwargs)
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Remove images by path (missing ones are ignored); returns how many were removed."""
         self._check_writable()
-        gone = {str(Path(p).expanduser().absolute()) for p in paths}
+        gone = {str(Path(os.path.abspath(os.path.expanduser(p)))) for p in paths}
         keep = np.array([p not in gone for p in self._table.cols["path"]], bool)
         n = int((~keep).sum())
         if n:
@@ -548,6 +560,10 @@ class Collection:
             self._apply(keep_rows, [], errors, root)
             keep_rows = np.arange(len(self._table))
             self._commit()
+        if todo and self.encoder.engine_name == "onnx-int8" and self.encoder.int8_model is None:
+            t0 = time.perf_counter()
+            self._calibrate_int8(todo, max_pixels)
+            report.times.extra["calibrate"] = time.perf_counter() - t0
         bar = None
         if progress and todo:
             from tqdm import tqdm
@@ -603,6 +619,29 @@ class Collection:
             raise KeyboardInterrupt
         return report
 
+    def _calibrate_int8(self, candidates: list[str], max_pixels) -> None:
+        """Quantise the encoder on a seeded sample of this collection's own images."""
+        from .encoders.engines import CALIBRATION_IMAGES
+
+        rng = np.random.default_rng(0)
+        sample = []
+        for i in rng.permutation(len(candidates)):
+            try:
+                sample.append(images.decode(candidates[i], max_pixels=max_pixels,
+                                            draft_size=self.encoder.draft_size).image)
+            except images.DecodeError:
+                continue
+            if len(sample) >= CALIBRATION_IMAGES:
+                break
+        if not sample:
+            return  # nothing decodable: every file will be skipped anyway
+        log.info("calibrating the int8 model on %d images", len(sample))
+        name = "encoder-int8.onnx"
+        self.encoder.calibrate(sample, self.path / name)
+        storage.fsync_dir(self.path)
+        self.manifest["int8_model"] = {"name": name, "sha256": storage.file_sha256(self.path / name),
+                                       "calibration_images": len(sample)}
+
     # ---------------------------------------------------------------- searching
     def embed(self, query) -> np.ndarray:
         """Embedding ``(dim,)`` of a query: image path, PIL image, bytes, or a vector.
@@ -615,7 +654,7 @@ class Collection:
                 raise ValueError(f"Query vector has {v.shape[0]} dimensions; this collection's have {self.manifest['dim']}.")
             return v / max(float(np.linalg.norm(v)), 1e-12)
         if isinstance(query, (str, os.PathLike)):
-            p = str(Path(query).expanduser().absolute())
+            p = str(Path(os.path.abspath(os.path.expanduser(query))))
             r = self._row_of(p)
             if r is not None:
                 st = os.stat(p)

@@ -52,12 +52,12 @@ def discover(root: str | os.PathLike, *, include_hidden: bool = False) -> Iterat
     """
     root = Path(root).expanduser()
     if root.is_file():
-        yield root.absolute()
+        yield Path(os.path.abspath(root))
         return
     if not root.is_dir():
         raise FileNotFoundError(f"No such folder: {str(root)!r}. Pass a folder of images or a single image file.")
     seen: set[tuple[int, int]] = set()
-    yield from _walk(root.absolute(), include_hidden, seen)
+    yield from _walk(Path(os.path.abspath(root)), include_hidden, seen)
 
 
 def _walk(folder: Path, include_hidden: bool, seen: set[tuple[int, int]]) -> Iterator[Path]:

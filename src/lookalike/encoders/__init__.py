@@ -65,13 +65,14 @@ class Encoder:
         Inference engine. ONNX Runtime is ~3x faster on CPU; torch needs no export.
     """
 
-    def __init__(self, spec: EncoderSpec, engine: str = "onnx"):
+    def __init__(self, spec: EncoderSpec, engine: str = "onnx", *, int8_model: Path | None = None):
         from .engines import ENGINES
 
         if engine not in ENGINES:
             raise ValueError(f"Unknown engine {engine!r}; expected one of {ENGINES}")
         self.spec = spec
         self.engine_name = engine
+        self.int8_model = Path(int8_model) if int8_model else None
 
     name = property(lambda self: self.spec.name)
     dim = property(lambda self: self.spec.dim)
@@ -117,15 +118,36 @@ class Encoder:
 
         if self.engine_name == "torch":
             return engines.TorchEngine(self.load_model())
-        path = engines.cache_dir() / f"{self.name}-{self.weights_hash[:16]}-opset{engines.ONNX_OPSET}.onnx"
-        if not path.exists():
-            engines.export_onnx(self.load_model(), self.image_size, path)
+        if self.engine_name == "onnx-int8":
+            if self.int8_model is None or not self.int8_model.exists():
+                raise RuntimeError("The int8 engine needs a calibrated model: call Encoder.calibrate(images) first.")
+            return engines.OnnxEngine(self.int8_model)
+        path = self.fp32_onnx_path()
         try:
             return engines.OnnxEngine(path)
         except Exception as err:  # a damaged cache file: export again
             log.warning("cached ONNX model %s unusable (%s); exporting again", path, err)
             engines.export_onnx(self.load_model(), self.image_size, path)
             return engines.OnnxEngine(path)
+
+    def fp32_onnx_path(self) -> Path:
+        """The cached float ONNX export (exported on first call)."""
+        from . import engines
+
+        path = engines.cache_dir() / f"{self.name}-{self.weights_hash[:16]}-opset{engines.ONNX_OPSET}.onnx"
+        if not path.exists():
+            engines.export_onnx(self.load_model(), self.image_size, path)
+        return path
+
+    def calibrate(self, images: Sequence, out_path: Path) -> Path:
+        """Quantise to int8 with activation ranges from ``images`` (RGB PIL); sets :attr:`int8_model`."""
+        from . import engines
+
+        batch = np.stack([self.preprocess(im) for im in images])
+        engines.quantize_int8(self.fp32_onnx_path(), batch, Path(out_path))
+        self.int8_model = Path(out_path)
+        self.__dict__.pop("engine", None)
+        return self.int8_model
 
     def preprocess(self, image, *, flip: bool = False) -> np.ndarray:
         """RGB PIL image -> ``(3, S, S)`` float32 model input."""
@@ -146,9 +168,9 @@ class Encoder:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
-def get_encoder(name: str | None = None, engine: str | None = None) -> Encoder:
+def get_encoder(name: str | None = None, engine: str | None = None, *, int8_model: Path | None = None) -> Encoder:
     """Build a registered encoder by name (default ``efficientnet-lite0``, engine ``onnx``)."""
     name = name or DEFAULT_ENCODER
     if name not in REGISTRY:
         raise ValueError(f"Unknown encoder {name!r}; expected one of {sorted(REGISTRY)}")
-    return Encoder(REGISTRY[name], engine or "onnx")
+    return Encoder(REGISTRY[name], engine or "onnx", int8_model=int8_model)

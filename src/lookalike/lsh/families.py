@@ -1,0 +1,194 @@
+"""Hash families for the LSH index: each turns vectors into one integer key per table.
+
+* :class:`Hyperplane` — sign random projection (Charikar 2002) for cosine similarity,
+  ``n_bits`` signs per table, with query-directed multi-probe (Lv et al. 2007): the
+  buckets reached by flipping the bits whose projections were closest to zero.
+* :class:`BucketedRandomProjection` — p-stable LSH for Euclidean distance, the same
+  definition as Spark MLlib's ``BucketedRandomProjectionLSH``:
+  ``h(x) = floor(x . v / bucket_length)`` with ``v`` a random unit vector; here
+  ``n_bits`` such hashes are concatenated per table (Spark uses one per table).
+* :class:`MinHash` — Jaccard similarity of the sets of each vector's ``top_dims`` most
+  activated dimensions; ``n_bits`` min-hashes per band/table.
+
+Vectors are centred on the fitted mean first: CNN features are non-negative, so without
+centring most hyperplanes put every vector on the same side and carry no information.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Odd 64-bit multipliers for mixing several small hash values into one table key.
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+# Rows hashed per block during fit: 32,768 x 1280 float32 = 160 MB.
+HASH_CHUNK_ROWS = 32_768
+# Multi-probe considers every flip pattern of the lowest-margin bits: 2**6 = 64 patterns.
+PROBE_BITS = 6
+
+
+def _mix(cols: np.ndarray) -> np.ndarray:
+    """Combine int64 columns ``(..., m)`` into one uint64 key per row (wrapping arithmetic)."""
+    key = np.zeros(cols.shape[:-1], np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(cols.shape[-1]):
+            key = (key ^ cols[..., j].astype(np.uint64)) * _MIX
+            key ^= key >> np.uint64(29)
+    return key
+
+
+class Family:
+    """Base class: ``fit`` draws random parameters; ``keys`` hashes vectors."""
+
+    name = "base"
+    supports_probes = False
+
+    def __init__(self, n_tables: int, n_bits: int, seed: int = 0):
+        self.n_tables, self.n_bits, self.seed = int(n_tables), int(n_bits), int(seed)
+
+    def fit(self, X: np.ndarray) -> Family:  # noqa: D102
+        self.mean_ = np.asarray(X, np.float64).mean(axis=0).astype(np.float32)
+        return self
+
+    def keys(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_tables)`` uint64 bucket keys."""
+        out = [self._keys(np.asarray(X[i : i + HASH_CHUNK_ROWS], np.float32)) for i in range(0, len(X), HASH_CHUNK_ROWS)]
+        return np.concatenate(out) if out else np.zeros((0, self.n_tables), np.uint64)
+
+    def probe_keys(self, X: np.ndarray, n_probes: int) -> np.ndarray:
+        """``(n, n_tables, n_probes)`` keys to look up per query (the first is the query's own)."""
+        return self.keys(X)[:, :, None]
+
+    def state(self) -> dict:
+        """Arrays and numbers that define the family (saved with the index)."""
+        return {"n_tables": self.n_tables, "n_bits": self.n_bits, "seed": self.seed, "mean_": self.mean_}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Family:
+        """Rebuild a fitted family from :meth:`state`."""
+        fam = cls.__new__(cls)
+        for k, v in state.items():
+            setattr(fam, k, int(v) if k in ("n_tables", "n_bits", "seed", "top_dims") else
+                    (float(v) if k == "bucket_length" else v))
+        return fam
+
+
+class Hyperplane(Family):
+    """Sign random projections: ``n_bits`` (<= 64) bits per table, multi-probe capable."""
+
+    name = "hyperplane"
+    supports_probes = True
+
+    def fit(self, X: np.ndarray) -> Hyperplane:  # noqa: D102
+        if not 1 <= self.n_bits <= 64:
+            raise ValueError(f"n_bits must be in 1..64 for the hyperplane family, got {self.n_bits}")
+        super().fit(X)
+        rng = np.random.default_rng(self.seed)
+        self.planes_ = rng.standard_normal((X.shape[1], self.n_tables * self.n_bits)).astype(np.float32)
+        return self
+
+    def state(self) -> dict:  # noqa: D102
+        return {**super().state(), "planes_": self.planes_}
+
+    def _project(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean_) @ self.planes_).reshape(len(X), self.n_tables, self.n_bits)
+
+    def _keys(self, X: np.ndarray) -> np.ndarray:
+        return pack_bits(self._project(X) > 0)
+
+    def probe_keys(self, X: np.ndarray, n_probes: int) -> np.ndarray:  # noqa: D102
+        return probe_from_projection(self._project(np.asarray(X, np.float32)), n_probes)
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """Pack boolean ``(..., K)`` (K <= 64) into uint64 ``(...)``."""
+    weights = np.left_shift(np.uint64(1), np.arange(bits.shape[-1], dtype=np.uint64))
+    return (bits.astype(np.uint64) * weights).sum(axis=-1, dtype=np.uint64)
+
+
+def probe_from_projection(proj: np.ndarray, n_probes: int) -> np.ndarray:
+    """Multi-probe keys ``(q, L, n_probes)`` from hyperplane projections ``(q, L, K)``.
+
+    Among all flip patterns of the ``PROBE_BITS`` lowest-margin bits, visit those with
+    the smallest sum of squared margins (query-directed probing); the first probe is
+    the query's own bucket.
+    """
+    base = pack_bits(proj > 0)
+    if n_probes <= 1:
+        return base[:, :, None]
+    m = min(PROBE_BITS, proj.shape[-1])
+    margin = np.abs(proj)
+    low = np.argsort(margin, axis=2)[:, :, :m]  # (q, L, m) bit positions, closest to zero first
+    low_margin = np.take_along_axis(margin, low, axis=2)
+    patterns = ((np.arange(1 << m)[:, None] >> np.arange(m)) & 1).astype(bool)  # (P, m)
+    score = (low_margin[:, :, None, :] ** 2 * patterns).sum(-1)  # (q, L, P)
+    best = np.argsort(score, axis=2, kind="stable")[:, :, :n_probes]  # pattern 0 (no flip) first
+    bitval = np.left_shift(np.uint64(1), low.astype(np.uint64))  # (q, L, m)
+    flip = (bitval[:, :, None, :] * patterns[None, None].astype(np.uint64)).sum(-1, dtype=np.uint64)  # (q, L, P)
+    return base[:, :, None] ^ np.take_along_axis(flip, best, axis=2)
+
+
+class BucketedRandomProjection(Family):
+    """Euclidean p-stable hashing, Spark MLlib's definition: ``floor(x . v / bucket_length)``."""
+
+    name = "brp"
+
+    def __init__(self, n_tables: int, n_bits: int, seed: int = 0, bucket_length: float | None = None):
+        super().__init__(n_tables, n_bits, seed)
+        self.bucket_length = bucket_length
+
+    def fit(self, X: np.ndarray) -> BucketedRandomProjection:  # noqa: D102
+        super().fit(X)
+        rng = np.random.default_rng(self.seed)
+        v = rng.standard_normal((X.shape[1], self.n_tables * self.n_bits)).astype(np.float32)
+        self.units_ = v / np.linalg.norm(v, axis=0, keepdims=True)
+        if self.bucket_length is None:  # a quarter of the projections' spread, if not given
+            sample = np.asarray(X[: min(len(X), 4096)], np.float32)
+            self.bucket_length = float(((sample - self.mean_) @ self.units_[:, :16]).std() * 1.0) or 1.0
+        self.offsets_ = rng.uniform(0, self.bucket_length, self.n_tables * self.n_bits).astype(np.float32)
+        return self
+
+    def state(self) -> dict:  # noqa: D102
+        return {**super().state(), "units_": self.units_, "offsets_": self.offsets_, "bucket_length": self.bucket_length}
+
+    def _keys(self, X: np.ndarray) -> np.ndarray:
+        h = np.floor(((X - self.mean_) @ self.units_ + self.offsets_) / self.bucket_length).astype(np.int64)
+        return _mix(h.reshape(len(X), self.n_tables, self.n_bits))
+
+
+class MinHash(Family):
+    """MinHash of each vector's ``top_dims`` largest dimensions (Jaccard on those sets).
+
+    Exact min-wise permutations: the universe is only ``dim`` items, so each hash is a
+    true random permutation of the dimensions.
+    """
+
+    name = "minhash"
+
+    def __init__(self, n_tables: int, n_bits: int, seed: int = 0, top_dims: int = 50):
+        super().__init__(n_tables, n_bits, seed)
+        self.top_dims = int(top_dims)
+
+    def fit(self, X: np.ndarray) -> MinHash:  # noqa: D102
+        super().fit(X)
+        rng = np.random.default_rng(self.seed)
+        d = X.shape[1]
+        self.perms_ = np.stack([rng.permutation(d) for _ in range(self.n_tables * self.n_bits)]).astype(np.int32)
+        return self
+
+    def state(self) -> dict:  # noqa: D102
+        return {**super().state(), "perms_": self.perms_, "top_dims": self.top_dims}
+
+    def _keys(self, X: np.ndarray) -> np.ndarray:
+        top = np.argpartition(-X, self.top_dims - 1, axis=1)[:, : self.top_dims]  # (n, T) raw activations
+        sig = self.perms_[:, top].min(axis=2).T.astype(np.int64)  # (n, L*K)
+        return _mix(sig.reshape(len(X), self.n_tables, self.n_bits))
+
+
+FAMILIES = {f.name: f for f in (Hyperplane, BucketedRandomProjection, MinHash)}
+
+
+def make_family(name: str, **params) -> Family:
+    """Build a hash family by name."""
+    if name not in FAMILIES:
+        raise ValueError(f"Unknown LSH family {name!r}; expected one of {sorted(FAMILIES)}")
+    return FAMILIES[name](**params)

@@ -1,0 +1,373 @@
+"""The LSH index: hash tables over stored vectors, candidates re-ranked by exact cosine."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import tables
+from .families import FAMILIES, Family, make_family
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT_VERSION = 1
+# Queries processed together: bounds the gathered candidate block (queries x candidates x dim).
+QUERY_BATCH = 64
+
+
+class LSHIndex:
+    """Approximate nearest neighbours by Locality Sensitive Hashing, with exact re-ranking.
+
+    Scikit-learn conventions: the constructor only stores parameters, :meth:`fit`
+    validates and builds. Similarities are cosine (inner products of unit vectors).
+    Results are approximate: a true neighbour is missed when it shares no probed bucket
+    with the query; :attr:`recall_` is the recall@k measured against exact search
+    during :meth:`fit` when parameters were tuned.
+
+    Parameters
+    ----------
+    family : {"hyperplane", "brp", "minhash"}, default "hyperplane"
+        Hash family (see :mod:`lookalike.lsh.families`).
+    n_tables : int, optional
+        Hash tables (L). With ``n_bits`` unset too, both are tuned in ``fit``.
+    n_bits : int, optional
+        Hashes per table (K): bits for hyperplane, projections for brp, min-hashes for minhash.
+    n_probes : int, optional
+        Buckets visited per table per query (hyperplane multi-probe); tuned if unset.
+    bucket_length : float, optional
+        brp only: bucket width in projection units (tuned if unset).
+    top_dims : int, default 50
+        minhash only: size of each vector's set of most activated dimensions.
+    target_recall : float, default 0.95
+        Recall@k the tuner aims for.
+    k : int, default 10
+        The k the tuner measures recall at (queries may ask any k).
+    seed : int, default 0
+    dtype : {"float32", "float16"}, default "float32"
+        Storage of the vectors kept for re-ranking (float16 halves memory).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(1000, 32)).astype(np.float32)
+    >>> X /= np.linalg.norm(X, axis=1, keepdims=True)
+    >>> index = LSHIndex(n_tables=8, n_bits=8, n_probes=4).fit(X)
+    >>> scores, ids = index.kneighbors(X[:2], k=3)
+    >>> ids[:, 0].tolist()
+    [0, 1]
+    """
+
+    def __init__(self, *, family: str = "hyperplane", n_tables: int | None = None, n_bits: int | None = None,
+                 n_probes: int | None = None, bucket_length: float | None = None, top_dims: int = 50,
+                 target_recall: float = 0.95, k: int = 10, seed: int = 0, dtype: str = "float32"):
+        self.family = family
+        self.n_tables = n_tables
+        self.n_bits = n_bits
+        self.n_probes = n_probes
+        self.bucket_length = bucket_length
+        self.top_dims = top_dims
+        self.target_recall = target_recall
+        self.k = k
+        self.seed = seed
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ building
+    def _validate(self, X, ids):
+        if self.family not in FAMILIES:
+            raise ValueError(f"Unknown LSH family {self.family!r}; expected one of {sorted(FAMILIES)}")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be 'float32' or 'float16', got {self.dtype!r}")
+        if not 0 < self.target_recall <= 1:
+            raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall}")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError(f"Expected a non-empty 2-D array of vectors, got shape {X.shape}")
+        ids = np.arange(len(X), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        if ids.shape != (len(X),):
+            raise ValueError(f"Expected {len(X)} ids, one per vector, got shape {ids.shape}")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("ids must be unique")
+        return X, ids
+
+    def _family_params(self) -> dict:
+        p = {"n_tables": self.n_tables_, "n_bits": self.n_bits_, "seed": self.seed}
+        if self.family == "brp":
+            p["bucket_length"] = self.bucket_length_
+        if self.family == "minhash":
+            p["top_dims"] = self.top_dims
+        return p
+
+    def fit(self, X: np.ndarray, ids: np.ndarray | None = None) -> LSHIndex:
+        """Index vectors ``X`` ``(n, d)`` (unit length) under ``ids`` (default ``0..n-1``).
+
+        Unset parameters are tuned on a sample of ``X`` for :attr:`target_recall` at
+        :attr:`k`; the measured recall is stored in :attr:`recall_`.
+
+        Returns
+        -------
+        self
+        """
+        X, ids = self._validate(X, ids)
+        self.n_tables_, self.n_bits_ = self.n_tables, self.n_bits
+        self.n_probes_ = self.n_probes or 1
+        self.bucket_length_ = self.bucket_length
+        self.recall_ = None
+        self.tuning_ = None
+        needs_tuning = self.n_tables is None or self.n_bits is None or (
+            self.family == "hyperplane" and self.n_probes is None)
+        if needs_tuning:
+            from .tune import tune
+
+            self.tuning_ = tune(self, X)
+            best = self.tuning_["best"]
+            self.n_tables_, self.n_bits_ = best["n_tables"], best["n_bits"]
+            self.n_probes_ = best.get("n_probes", 1)
+            self.bucket_length_ = best.get("bucket_length", self.bucket_length)
+        self._X = np.ascontiguousarray(X, dtype=self.dtype)
+        self._ids = ids.copy()
+        self._alive = np.ones(len(X), bool)
+        self.family_: Family = make_family(self.family, **self._family_params()).fit(X)
+        self.bucket_length_ = getattr(self.family_, "bucket_length", None)
+        self._keys, self._rows = tables.build(self.family_.keys(X))
+        self._row_of_id = None
+        if self.tuning_ is not None:
+            from .tune import measure
+
+            self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed)
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "_X"):
+            raise RuntimeError("This LSHIndex is not fitted yet; call fit(X) first.")
+
+    def __len__(self) -> int:
+        return int(self._alive.sum()) if hasattr(self, "_alive") else 0
+
+    @property
+    def ids_(self) -> np.ndarray:
+        """Ids of the indexed (not removed) vectors."""
+        self._check_fitted()
+        return self._ids[self._alive]
+
+    def add(self, X: np.ndarray, ids: np.ndarray, *, allow_existing: bool = False) -> LSHIndex:
+        """Add vectors without rebuilding: only the new vectors are hashed.
+
+        Parameters
+        ----------
+        allow_existing : bool, default False
+            If True, an id already indexed is replaced by the new vector; else it is an error.
+        """
+        self._check_fitted()
+        X = np.atleast_2d(np.asarray(X))
+        ids = np.atleast_1d(np.asarray(ids, np.int64))
+        if X.shape != (len(ids), self._X.shape[1]):
+            raise ValueError(f"Expected X of shape ({len(ids)}, {self._X.shape[1]}) for {len(ids)} ids, got {X.shape}")
+        present = np.isin(ids, self.ids_)
+        if present.any():
+            if not allow_existing:
+                raise ValueError(f"ids already indexed: {ids[present][:5].tolist()}; pass allow_existing=True to replace")
+            self.remove(ids[present])
+        new_rows = np.arange(len(self._X), len(self._X) + len(X))
+        self._keys, self._rows = tables.insert(self._keys, self._rows, self.family_.keys(X), new_rows)
+        self._X = np.concatenate([self._X, X.astype(self.dtype)])
+        self._ids = np.concatenate([self._ids, ids])
+        self._alive = np.concatenate([self._alive, np.ones(len(X), bool)])
+        self._row_of_id = None
+        return self
+
+    def remove(self, ids, *, allow_missing: bool = True) -> int:
+        """Remove vectors by id (tombstoned, dropped on save); returns how many were removed."""
+        self._check_fitted()
+        ids = np.atleast_1d(np.asarray(ids, np.int64))
+        hit = np.isin(self._ids, ids) & self._alive
+        n = int(hit.sum())
+        if n < len(np.unique(ids)) and not allow_missing:
+            raise KeyError(f"{len(np.unique(ids)) - n} ids are not in the index")
+        self._alive[hit] = False
+        return n
+
+    # ------------------------------------------------------------------ querying
+    def candidates(self, Q: np.ndarray, n_probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Unique ``(query_index, row)`` candidate pairs for queries ``Q`` ``(q, d)``."""
+        pk = self.family_.probe_keys(Q, n_probes or self.n_probes_)
+        qi, rows = tables.lookup(self._keys, self._rows, pk)
+        qi, rows = tables.unique_pairs(qi, rows, len(self._X))
+        keep = self._alive[rows]
+        return qi[keep], rows[keep]
+
+    def _rerank(self, Q, qi, rows, exclude_rows=None):
+        """Exact cosine of each candidate pair (one BLAS product over the distinct rows)."""
+        if len(Q) == 1:
+            scores = self._X[rows].astype(np.float32, copy=False) @ Q[0]
+        else:
+            uniq, inv = np.unique(rows, return_inverse=True)
+            scores = (self._X[uniq].astype(np.float32, copy=False) @ Q.T)[inv, qi]
+        if exclude_rows is not None:
+            scores[rows == exclude_rows[qi]] = -np.inf
+        return scores
+
+    def kneighbors(self, X: np.ndarray | None = None, k: int | None = None, *, n_probes: int | None = None):
+        """The ``k`` most similar indexed vectors to each query.
+
+        Parameters
+        ----------
+        X : ndarray, shape (q, d), optional
+            Queries (unit vectors). None: every indexed vector queries the index,
+            excluding itself (what duplicate finding needs).
+        k : int, optional
+            Default: the ``k`` given at construction.
+        n_probes : int, optional
+            Override the buckets probed per table (more = higher recall, slower).
+
+        Returns
+        -------
+        scores : ndarray, shape (q, k), float32
+            Cosine similarities, descending; ``-inf`` where fewer than k candidates.
+        ids : ndarray, shape (q, k), int64
+            Ids of the neighbours; ``-1`` where fewer than k candidates.
+        """
+        self._check_fitted()
+        k = int(k or self.k)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if X is None:
+            self_rows = np.nonzero(self._alive)[0]
+            Q = self._X[self_rows].astype(np.float32)
+        else:
+            Q = np.atleast_2d(np.asarray(X, np.float32))
+            self_rows = None
+            if Q.shape[1] != self._X.shape[1]:
+                raise ValueError(f"Queries have {Q.shape[1]} dimensions; the index has {self._X.shape[1]}")
+        out_s = np.full((len(Q), k), -np.inf, np.float32)
+        out_i = np.full((len(Q), k), -1, np.int64)
+        for b0 in range(0, len(Q), QUERY_BATCH):
+            q = Q[b0 : b0 + QUERY_BATCH]
+            qi, rows = self.candidates(q, n_probes)
+            ex = None if self_rows is None else self_rows[b0 : b0 + QUERY_BATCH]
+            s = self._rerank(q, qi, rows, ex)
+            order = np.lexsort((rows, -s, qi))
+            qi, rows, s = qi[order], rows[order], s[order]
+            starts = np.searchsorted(qi, np.arange(len(q)))
+            rank = np.arange(len(qi)) - starts[qi]
+            m = (rank < k) & np.isfinite(s)
+            out_s[b0 + qi[m], rank[m]] = s[m]
+            out_i[b0 + qi[m], rank[m]] = self._ids[rows[m]]
+        return out_s, out_i
+
+    def radius_neighbors(self, X: np.ndarray | None = None, threshold: float = 0.9, *, n_probes: int | None = None):
+        """All indexed vectors with cosine >= ``threshold`` to each query (approximate).
+
+        Returns
+        -------
+        list of (scores, ids)
+            One pair of arrays per query, sorted by descending score. With ``X=None``,
+            each indexed vector queries the others (itself excluded).
+        """
+        self._check_fitted()
+        if X is None:
+            self_rows = np.nonzero(self._alive)[0]
+            Q = self._X[self_rows].astype(np.float32)
+        else:
+            Q, self_rows = np.atleast_2d(np.asarray(X, np.float32)), None
+        result = []
+        for b0 in range(0, len(Q), QUERY_BATCH):
+            q = Q[b0 : b0 + QUERY_BATCH]
+            qi, rows = self.candidates(q, n_probes)
+            ex = None if self_rows is None else self_rows[b0 : b0 + QUERY_BATCH]
+            s = self._rerank(q, qi, rows, ex)
+            m = s >= threshold
+            qi, rows, s = qi[m], rows[m], s[m]
+            order = np.lexsort((rows, -s, qi))
+            qi, rows, s = qi[order], rows[order], s[order]
+            bounds = np.searchsorted(qi, np.arange(len(q) + 1))
+            for j in range(len(q)):
+                sl = slice(bounds[j], bounds[j + 1])
+                result.append((s[sl], self._ids[rows[sl]]))
+        return result
+
+    # ------------------------------------------------------------------ persistence
+    def params(self) -> dict:
+        """The fitted parameters and measured quality (JSON-ready)."""
+        return {"family": self.family, "n_tables": self.n_tables_, "n_bits": self.n_bits_, "n_probes": self.n_probes_,
+                "bucket_length": self.bucket_length_, "top_dims": self.top_dims, "k": self.k, "seed": self.seed,
+                "target_recall": self.target_recall, "recall": self.recall_,
+                "candidates": getattr(self, "candidates_", None), "dtype": self.dtype}
+
+    def save(self, path: str | Path, *, include_vectors: bool = True) -> None:
+        """Write the index to one ``.npz`` file (removed vectors are dropped).
+
+        With ``include_vectors=False`` the caller must pass the same vectors to :meth:`load`
+        (a collection does this: its embeddings file already holds them).
+        """
+        self._check_fitted()
+        self.compact()
+        arrays = {f"family__{k}": np.asarray(v) for k, v in self.family_.state().items()}
+        arrays.update(keys=self._keys, rows=self._rows, ids=self._ids)
+        if include_vectors:
+            arrays["vectors"] = self._X
+        meta = {"format_version": INDEX_FORMAT_VERSION, "params": self.params()}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        Path(path).write_bytes(buf.getvalue())
+
+    def to_bytes(self) -> bytes:
+        """The index without its vectors, as bytes (see :meth:`save`)."""
+        self.compact()
+        arrays = {f"family__{k}": np.asarray(v) for k, v in self.family_.state().items()}
+        arrays.update(keys=self._keys, rows=self._rows, ids=self._ids)
+        meta = {"format_version": INDEX_FORMAT_VERSION, "params": self.params()}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def load(cls, source, vectors: np.ndarray | None = None) -> LSHIndex:
+        """Read an index written by :meth:`save` or :meth:`to_bytes`.
+
+        Parameters
+        ----------
+        source : path or bytes
+        vectors : ndarray, optional
+            Required when the file holds no vectors; row ``i`` must be the vector of ``ids[i]``.
+        """
+        data = np.load(io.BytesIO(source) if isinstance(source, bytes) else source, allow_pickle=False)
+        meta = json.loads(bytes(data["meta"]).decode())
+        if meta["format_version"] > INDEX_FORMAT_VERSION:
+            raise ValueError(f"LSH index format {meta['format_version']} is newer than this lookalike supports")
+        p = meta["params"]
+        index = cls(family=p["family"], n_tables=p["n_tables"], n_bits=p["n_bits"], n_probes=p["n_probes"],
+                    bucket_length=p["bucket_length"], top_dims=p["top_dims"], target_recall=p["target_recall"],
+                    k=p["k"], seed=p["seed"], dtype=p["dtype"])
+        index.n_tables_, index.n_bits_, index.n_probes_ = p["n_tables"], p["n_bits"], p["n_probes"]
+        index.bucket_length_, index.recall_, index.candidates_ = p["bucket_length"], p["recall"], p["candidates"]
+        index.tuning_ = None
+        state = {k[len("family__"):]: data[k] for k in data.files if k.startswith("family__")}
+        index.family_ = FAMILIES[p["family"]].from_state(state)
+        index._keys, index._rows, index._ids = data["keys"], data["rows"], data["ids"]
+        X = data["vectors"] if "vectors" in data.files else vectors
+        if X is None:
+            raise ValueError("This index file holds no vectors; pass the vectors it was built on")
+        if len(X) != len(index._ids):
+            raise ValueError(f"Index has {len(index._ids)} ids but {len(X)} vectors were given")
+        index._X = np.ascontiguousarray(X, dtype=p["dtype"])
+        index._alive = np.ones(len(X), bool)
+        index._row_of_id = None
+        return index
+
+    def compact(self) -> None:
+        """Drop removed vectors from storage and tables (renumbers rows)."""
+        if self._alive.all():
+            return
+        new_row = np.cumsum(self._alive) - 1
+        keep_t = self._alive[self._rows]
+        n_tables = self._keys.shape[0]
+        self._keys = self._keys[keep_t].reshape(n_tables, -1)
+        self._rows = new_row[self._rows[keep_t]].reshape(n_tables, -1).astype(np.int32)
+        self._X, self._ids = self._X[self._alive], self._ids[self._alive]
+        self._alive = np.ones(len(self._X), bool)

@@ -1,0 +1,232 @@
+"""Choose LSH parameters from the collection's own vectors to reach a recall target.
+
+For a sample of the indexed vectors used as queries (each excluding itself), compute
+the exact top-k, then measure recall@k and the number of candidates for a grid of
+settings, and keep the cheapest setting that reaches ``target_recall``. The expensive
+part (projections/signatures) is computed once for the largest setting; smaller
+settings use prefixes of it, so tuning costs a few builds, not one per setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..search import exact_topk
+from . import families, tables
+
+log = logging.getLogger(__name__)
+
+# Sampled queries for tuning: 300 gives recall within about +-0.01 (binomial, k=10).
+TUNE_QUERIES = 300
+HYPERPLANE_BITS = (8, 10, 12, 14, 16, 18, 20, 22)
+HYPERPLANE_TABLES = (2, 4, 6, 8, 12, 16, 24, 32)
+HYPERPLANE_PROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+BRP_PROJECTIONS = (1, 2, 3, 4, 6, 8, 10)
+BRP_TABLES = (4, 8, 16, 32)
+BRP_WIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)  # x the projections' standard deviation
+MINHASH_ROWS = (1, 2, 3, 4, 5, 6)
+MINHASH_TABLES = (8, 16, 32, 64)
+# Estimated cost in microseconds: re-ranking a candidate (gather + dot at d=1280) vs one
+# bucket lookup vs per-table overhead; measured on the benchmark machine, rough but it
+# only has to rank settings.
+COST_PER_CANDIDATE = 0.3
+COST_PER_PROBE = 0.2
+COST_PER_TABLE = 4.0
+# Give up on a setting once it returns more than this share of the collection.
+MAX_CANDIDATE_SHARE = 0.3
+
+
+def _sample(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(TUNE_QUERIES, n), replace=False))
+
+
+def _recall(qi: np.ndarray, rows: np.ndarray, qrows: np.ndarray, truth: np.ndarray, n: int) -> tuple[float, float]:
+    """Recall@k and mean candidates per query for unique candidate pairs."""
+    notself = rows != qrows[qi]
+    qi, rows = qi[notself], rows[notself]
+    pair = qi * np.int64(n) + rows  # sorted: unique_pairs returns pairs in order
+    want = (np.arange(len(truth))[:, None] * np.int64(n) + truth).ravel()
+    pos = np.minimum(np.searchsorted(pair, want), max(len(pair) - 1, 0))
+    found = int((pair[pos] == want).sum()) if len(pair) else 0
+    return float(found / want.size), float(len(rows) / len(truth))
+
+
+def _cost(cand: float, n_tables: int, n_probes: int, dim: int) -> float:
+    return COST_PER_CANDIDATE * cand * dim / 1280 + COST_PER_PROBE * n_tables * n_probes + COST_PER_TABLE * n_tables
+
+
+def _pick(trials: list[dict], target: float) -> dict:
+    ok = [t for t in trials if t["recall"] >= target]
+    if ok:
+        return min(ok, key=lambda t: t["cost"])
+    log.warning("no LSH setting reached recall %.2f; using the most accurate one tried", target)
+    return max(trials, key=lambda t: (t["recall"], -t["cost"]))
+
+
+def tune(index, X: np.ndarray) -> dict:
+    """Grid-search the unset parameters of ``index`` (an unfitted LSHIndex) on ``X``.
+
+    Returns
+    -------
+    dict
+        ``best`` (the chosen parameters with their recall, candidates and cost),
+        ``trials`` (every setting measured) and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    X = np.asarray(X, np.float32)
+    n, dim = X.shape
+    qrows = _sample(n, index.seed)
+    k = min(index.k, n - 1)
+    truth = exact_topk(X, X[qrows], k, exclude=qrows)[1]
+    fn = {"hyperplane": _tune_hyperplane, "brp": _tune_brp, "minhash": _tune_minhash}[index.family]
+    trials = fn(index, X, qrows, truth)
+    best = _pick(trials, index.target_recall)
+    log.info("LSH tuned in %.1f s: %s", time.perf_counter() - t0, best)
+    return {"best": best, "trials": trials, "seconds": time.perf_counter() - t0, "queries": len(qrows)}
+
+
+def _evaluate(keys, rows, pk, qrows, truth, n):
+    qi, r = tables.lookup(keys, rows, pk)
+    qi, r = tables.unique_pairs(qi, r, n)
+    return _recall(qi, r, qrows, truth, n)
+
+
+def _grid(values, fixed):
+    return [v for v in values if fixed is None or v == fixed] or [fixed]
+
+
+def _first_probe_per_pair(keys, rows, pk, n):
+    """For every (query, row) candidate pair: the smallest probe index that reaches it.
+
+    One lookup with all probes replaces one lookup per probe count: the probe lists are
+    nested (the first P probes of a longer list are the P-probe list).
+    """
+    q, n_tables, n_probes = pk.shape
+    pair_keys, first = [], []
+    qidx = np.repeat(np.arange(q, dtype=np.int64), n_probes)
+    pidx = np.tile(np.arange(n_probes, dtype=np.int16), q)
+    for t in range(n_tables):
+        flat = pk[:, t, :].ravel()
+        lo = np.searchsorted(keys[t], flat, side="left")
+        cnt = np.searchsorted(keys[t], flat, side="right") - lo
+        nz = cnt > 0
+        lo, cnt = lo[nz], cnt[nz]
+        total = int(cnt.sum())
+        pos = np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(total)
+        pair_keys.append(np.repeat(qidx[nz], cnt) * np.int64(n) + rows[t][pos])
+        first.append(np.repeat(pidx[nz], cnt))
+    shift = np.int64(max(int(n_probes - 1).bit_length(), 1))
+    combined = np.concatenate(pair_keys) << shift | np.concatenate(first).astype(np.int64)
+    combined.sort()  # one int64 sort: by pair, then by probe
+    pair = combined >> shift
+    start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    return pair[start], (combined[start] & ((1 << shift) - 1)).astype(np.int16)
+
+
+def _tune_hyperplane(index, X, qrows, truth):
+    n, dim = X.shape
+    bits_grid = _grid(HYPERPLANE_BITS, index.n_bits)
+    tables_grid = _grid(HYPERPLANE_TABLES, index.n_tables)
+    probes_grid = _grid(HYPERPLANE_PROBES, index.n_probes)
+    fam = families.Hyperplane(max(tables_grid), max(bits_grid), seed=index.seed).fit(X)
+    proj_q = fam._project(X[qrows])
+    signs = np.concatenate([fam._project(X[i : i + families.HASH_CHUNK_ROWS]) > 0
+                            for i in range(0, n, families.HASH_CHUNK_ROWS)])
+    nq = len(qrows)
+    want = (np.arange(nq)[:, None] * np.int64(n) + truth).ravel()
+    self_pairs = np.arange(nq) * np.int64(n) + qrows
+    trials = []
+    best_cost = np.inf  # cheapest setting found so far that reaches the target
+    for K in reversed(bits_grid):  # many bits first: few candidates, cheap to measure
+        keys, rows = tables.build(families.pack_bits(signs[:, :, :K]))
+        probes = [P for P in probes_grid if P <= 1 << min(K, families.PROBE_BITS)]
+        pk_all = families.probe_from_projection(proj_q[:, :, :K], max(probes))
+        for L in tables_grid:
+            if _cost(0, L, 1, dim) >= best_cost:
+                break
+            p_cap = max([P for P in probes if _cost(0, L, P, dim) < best_cost] or [1])
+            pair, first = _first_probe_per_pair(keys[:L], rows[:L], pk_all[:, :L, :p_cap], n)
+            notself = ~np.isin(pair, self_pairs)
+            pair, first = pair[notself], first[notself]
+            pos = np.minimum(np.searchsorted(pair, want), max(len(pair) - 1, 0))
+            truth_first = np.where(pair[pos] == want, first[pos], np.iinfo(np.int16).max) if len(pair) else \
+                np.full(len(want), np.iinfo(np.int16).max)
+            counts = np.bincount(first, minlength=max(probes) + 1).cumsum()
+            for P in [P for P in probes if P <= p_cap]:
+                cand = float(counts[P - 1] / nq)
+                rec = float((truth_first < P).mean())
+                cost = _cost(cand, L, P, dim)
+                trials.append({"n_bits": K, "n_tables": L, "n_probes": P, "recall": rec, "candidates": cand,
+                               "cost": cost})
+                if rec >= index.target_recall:
+                    best_cost = min(best_cost, cost)
+                    break
+                if cand > MAX_CANDIDATE_SHARE * n or cost >= best_cost:
+                    break
+    return trials
+
+
+def _tune_brp(index, X, qrows, truth):
+    n, dim = X.shape
+    proj_grid = _grid(BRP_PROJECTIONS, index.n_bits)
+    tables_grid = _grid(BRP_TABLES, index.n_tables)
+    base = families.BucketedRandomProjection(max(tables_grid), max(proj_grid), seed=index.seed, bucket_length=1.0)
+    base.fit(X)
+    proj = (X - base.mean_) @ base.units_
+    std = float(proj.std()) or 1.0
+    widths = [index.bucket_length] if index.bucket_length else [w * std for w in BRP_WIDTHS]
+    proj = proj.reshape(n, max(tables_grid), max(proj_grid))
+    unit_offsets = base.offsets_.reshape(max(tables_grid), max(proj_grid))  # uniform in [0, 1)
+    trials = []
+    for r in widths:
+        for K in proj_grid:
+            h = np.floor((proj[:, :, :K] + unit_offsets[:, :K] * r) / r).astype(np.int64)
+            codes = families._mix(h)
+            keys, rows = tables.build(codes)
+            for L in tables_grid:
+                pk = codes[qrows, :L, None]
+                rec, cand = _evaluate(keys[:L], rows[:L], pk, qrows, truth, n)
+                trials.append({"n_bits": K, "n_tables": L, "bucket_length": r, "recall": rec, "candidates": cand,
+                               "cost": _cost(cand, L, 1, dim)})
+                if rec >= index.target_recall or cand > MAX_CANDIDATE_SHARE * n:
+                    break
+    return trials
+
+
+def _tune_minhash(index, X, qrows, truth):
+    n, dim = X.shape
+    rows_grid = _grid(MINHASH_ROWS, index.n_bits)
+    tables_grid = _grid(MINHASH_TABLES, index.n_tables)
+    fam = families.MinHash(max(tables_grid), max(rows_grid), seed=index.seed, top_dims=index.top_dims).fit(X)
+    sig = np.concatenate([_signature(fam, X[i : i + 8192]) for i in range(0, n, 8192)])
+    sig = sig.reshape(n, max(tables_grid), max(rows_grid))
+    trials = []
+    for K in rows_grid:
+        codes = families._mix(sig[:, :, :K])
+        keys, rows = tables.build(codes)
+        for L in tables_grid:
+            rec, cand = _evaluate(keys[:L], rows[:L], codes[qrows, :L, None], qrows, truth, n)
+            trials.append({"n_bits": K, "n_tables": L, "recall": rec, "candidates": cand, "cost": _cost(cand, L, 1, dim)})
+            if rec >= index.target_recall or cand > MAX_CANDIDATE_SHARE * n:
+                break
+    return trials
+
+
+def _signature(fam, X):
+    top = np.argpartition(-X, fam.top_dims - 1, axis=1)[:, : fam.top_dims]
+    return fam.perms_[:, top].min(axis=2).T.astype(np.int64)
+
+
+def measure(index, X: np.ndarray, *, k: int, seed: int) -> tuple[float, float]:
+    """Recall@k against exact search and mean candidates, for a fitted index (sampled self-queries)."""
+    X = np.asarray(X, np.float32)
+    qrows = _sample(len(X), seed + 1)  # other queries than tuning used
+    k = min(k, len(X) - 1)
+    truth = exact_topk(X, X[qrows], k, exclude=qrows)[1]
+    qi, rows = index.candidates(X[qrows])
+    rec, cand = _recall(qi, rows, qrows, truth, len(X))
+    return rec, cand
