@@ -73,3 +73,17 @@ def test_errors_are_friendly(tmp_path, db):
 def test_console_script_runs(tmp_path):
     res = subprocess.run([sys.executable, "-m", "lookalike", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "index" in res.stdout and "search" in res.stdout
+
+
+def test_index_with_lsh_prints_recall_and_search_modes(tmp_path, image_folder):
+    db = tmp_path / "db"
+    res = runner.invoke(app, ["index", str(image_folder), "--db", str(db), "--lsh"])
+    assert res.exit_code == 0, res.output
+    assert "measured recall@10" in res.output
+    q = str(image_folder / "cats" / "img_01.jpg")
+    for flag, method in (("--lsh", "lsh"), ("--exact", "exact")):
+        res = runner.invoke(app, ["search", q, "--db", str(db), "-k", "3", flag, "--json"])
+        data = json.loads(res.output)
+        assert data["method"] == method and data["results"][0]["path"] == q
+    res = runner.invoke(app, ["info", "--db", str(db), "--json"])
+    assert json.loads(res.output)["lsh"]["up_to_date"] is True

@@ -194,3 +194,37 @@ def test_interrupt_keeps_finished_work(tmp_path, image_folder):
     assert len(Collection.open(tmp_path / "db")) == 8
     r = Collection.open(tmp_path / "db").index(image_folder)
     assert r.added == 4 and r.unchanged == 8
+
+
+def test_lsh_index_in_collection(collection, tmp_path, image_folder):
+    index = collection.build_lsh(target_recall=0.9, k=3)
+    assert collection.manifest["lsh"]["recall"] is not None
+    col = Collection.open(tmp_path / "db", read_only=True)
+    assert col.lsh is not None and len(col.lsh) == 12
+    q = image_folder / "dogs" / "img_04.jpg"
+    lsh_hits = col.search(q, k=3, method="lsh")
+    exact_hits = col.search(q, k=3, method="exact")
+    assert lsh_hits[0].path == exact_hits[0].path == str(q)
+    assert col.resolve_method("auto") == "exact"  # small collections stay exact
+    assert index.params()["family"] == "hyperplane"
+    # a re-index makes the stored LSH index stale: it is not used, and lsh is refused
+    synthetic_image(77).save(image_folder / "dogs" / "extra.jpg")
+    collection.index(image_folder)
+    col = Collection.open(tmp_path / "db")
+    assert col.lsh is None
+    with pytest.raises(CollectionError, match="--lsh"):
+        col.search(q, k=3, method="lsh")
+    # rebuilding reuses the tuned settings (collection within 2x of the tuned size)
+    before = {k: col.manifest["lsh"][k] for k in ("n_tables", "n_bits", "n_probes")}
+    col.build_lsh(target_recall=0.9, k=3)
+    assert {k: col.manifest["lsh"][k] for k in before} == before
+
+
+def test_damaged_lsh_file_is_detected(collection, tmp_path):
+    collection.build_lsh(k=3)
+    path = tmp_path / "db" / collection.manifest["lsh"]["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCollectionError, match=path.name):
+        Collection.open(tmp_path / "db").lsh

@@ -54,6 +54,10 @@ def index(
     include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Discard the collection at --db and index from scratch.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    lsh: Annotated[Optional[bool], typer.Option(
+        "--lsh/--no-lsh", help="Build the LSH index (default: when the collection has >= 5,000 images).")] = None,
+    lsh_family: Annotated[str, typer.Option(help="LSH hash family: hyperplane, brp or minhash.")] = "hyperplane",
+    target_recall: Annotated[float, typer.Option(help="Recall@10 the LSH tuner aims for.")] = 0.95,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     show_skipped: Annotated[int, typer.Option(help="List at most this many skipped files.")] = 20,
 ):
@@ -74,6 +78,15 @@ def index(
     except KeyboardInterrupt:
         err.print("[yellow]interrupted:[/] the images embedded so far are saved; run the same command to finish.")
         raise typer.Exit(130) from None
+    from .collection import LSH_MIN_IMAGES
+
+    lsh_info = None
+    if (lsh if lsh is not None else len(col) >= LSH_MIN_IMAGES) and len(col) >= 2:
+        up_to_date = col.manifest.get("lsh", {}).get("generation") == col.manifest["generation"]
+        if not up_to_date or col.manifest["lsh"].get("family") != lsh_family:
+            col.build_lsh(family=lsh_family, target_recall=target_recall)
+        lsh_info = {key: col.manifest["lsh"][key] for key in
+                    ("family", "n_tables", "n_bits", "n_probes", "recall", "candidates", "build_seconds")}
     t = report.times
     summary = {
         "db": str(col.path), "images": len(col), "added": report.added, "updated": report.updated,
@@ -82,6 +95,7 @@ def index(
         "seconds": {"discover": round(t.discover, 3), "decode_cpu": round(t.decode, 3),
                     "encode": round(t.encode, 3), "write": round(t.write, 3), "total": round(t.total, 3)},
     }
+    summary["lsh"] = lsh_info
     if as_json:
         summary["skipped_files"] = [{"path": p, "reason": r} for p, r in report.skipped]
         print(json.dumps(summary, indent=2))
@@ -92,6 +106,11 @@ def index(
         out.print(f"embedded {report.embedded} images in {t.total:.1f} s = [bold]{report.images_per_second:.1f} img/s[/]"
                   f"  (discover {t.discover:.2f} s, decode {t.decode:.1f} cpu-s in workers, encode {t.encode:.1f} s, "
                   f"write {t.write:.2f} s)", highlight=False)
+    if lsh_info:
+        out.print(f"LSH index ({lsh_info['family']}: {lsh_info['n_tables']} tables x {lsh_info['n_bits']} bits, "
+                  f"{lsh_info['n_probes']} probes): measured recall@10 = [bold]{lsh_info['recall']:.3f}[/] vs exact, "
+                  f"{lsh_info['candidates']:.0f} candidates/query, built in {lsh_info['build_seconds']:.1f} s",
+                  highlight=False)
     if report.skipped:
         tab = Table(title=f"{len(report.skipped)} files skipped", title_justify="left")
         tab.add_column("skipped file", overflow="fold")
@@ -111,9 +130,11 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
     paths: Annotated[bool, typer.Option("--paths", help="Print only result paths, one per line.")] = False,
     grid: Annotated[Optional[Path], typer.Option(help="Write a PNG of the query beside its results.")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="Inference engine: onnx (default) or torch.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Inference engine (default: the collection's).")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Force exact search.")] = False,
+    use_lsh: Annotated[bool, typer.Option("--lsh", help="Force the LSH index.")] = False,
 ):
-    """Find the K images most similar to QUERY."""
+    """Find the K images most similar to QUERY (LSH on collections of >= 5,000 images, else exact)."""
     from .images import DecodeError
 
     if k < 1:
@@ -123,8 +144,15 @@ def search(
     col = _open(db, read_only=True, engine=engine)
     if len(col) == 0:
         _fail(f"The collection at {db} is empty; add images with: lookalike index FOLDER --db {db}")
+    if exact and use_lsh:
+        _fail("--exact and --lsh exclude each other")
+    from .collection import CollectionError
+
     try:
-        hits = col.search(query, k=k)
+        method = col.resolve_method("exact" if exact else "lsh" if use_lsh else "auto")
+        hits = col.search(query, k=k, method=method)
+    except CollectionError as e:
+        _fail(str(e))
     except DecodeError as e:
         _fail(f"cannot read query image {query}: {e}")
     except FileNotFoundError:
@@ -134,12 +162,13 @@ def search(
 
         result_grid(str(query), hits, grid)
     if as_json:
-        print(json.dumps({"query": str(query), "results": [h.to_dict() for h in hits]}, indent=2))
+        print(json.dumps({"query": str(query), "method": method, "results": [h.to_dict() for h in hits]}, indent=2))
     elif paths:
         for h in hits:
             print(h.path)
     else:
-        tab = Table("rank", "score", "label", title=f"{len(hits)} most similar to {query}", title_justify="left")
+        tab = Table("rank", "score", "label", title=f"{len(hits)} most similar to {query} ({method} search)",
+                    title_justify="left")
         tab.add_column("path", overflow="fold")
         for h in hits:
             tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, h.path)
@@ -157,9 +186,12 @@ def info(
     """Describe a collection: size, encoder, folders, skipped files."""
     col = _open(db, read_only=True)
     m = col.manifest
+    lsh = m.get("lsh")
     data = {"db": str(col.path), "images": len(col), "skipped": len(col.errors), "encoder": m["encoder"],
-            "dim": m["dim"], "format_version": m["format_version"], "roots": m.get("roots", []),
-            "generation": m["generation"]}
+            "engine": m.get("engine", "onnx"), "dim": m["dim"], "format_version": m["format_version"],
+            "roots": m.get("roots", []), "generation": m["generation"],
+            "lsh": None if not lsh else {k: lsh[k] for k in ("family", "n_tables", "n_bits", "n_probes", "recall")}
+            | {"up_to_date": lsh.get("generation") == m["generation"]}}
     if as_json:
         if errors:
             data["skipped_files"] = [{"path": p, "reason": r} for p, r in col.errors]

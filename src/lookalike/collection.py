@@ -42,7 +42,10 @@ DEFAULT_DB = "lookalike-index"
 # collection (rewrites stay amortised O(n)). 2,000 images ~ 15 s of work here.
 CHECKPOINT_MIN_ROWS = 2_000
 META_COLUMNS = ("id", "path", "size", "mtime_ns", "content_hash", "width", "height", "label")
-_GEN_FILE = re.compile(r"^(meta|embeddings|errors)-(\d{6})\.(parquet|npy)$")
+_GEN_FILE = re.compile(r"^(meta|embeddings|errors|lsh)-(\d{6})\.(parquet|npy|npz)$")
+# Collections at least this big are searched through the LSH index by default (below
+# it, exact search takes under ~2 ms on one core and is never wrong).
+LSH_MIN_IMAGES = 5_000
 RECOVER_HINT = "Rebuild it from the images with: lookalike index FOLDER --db {db} --rebuild"
 
 
@@ -163,6 +166,7 @@ class Collection:
         self._encoder: Encoder | None = None
         self._row_of_path: dict[str, int] | None = None
         self._row_of_id: dict[int, int] | None = None
+        self._lsh = None
 
     # ---------------------------------------------------------------- create / open
     @classmethod
@@ -450,6 +454,7 @@ class Collection:
         self._table, self._embeddings = table, emb
         self._errors = sorted(errors.items())
         self._row_of_path = self._row_of_id = None
+        self._lsh = None
 
     def index(self, root: str | os.PathLike, *, batch_size: int = 32, workers: int | None = None,
               max_pixels: int | None = images.DEFAULT_MAX_PIXELS, include_hidden: bool = False,
@@ -642,6 +647,63 @@ class Collection:
         self.manifest["int8_model"] = {"name": name, "sha256": storage.file_sha256(self.path / name),
                                        "calibration_images": len(sample)}
 
+    # ---------------------------------------------------------------- LSH index
+    def build_lsh(self, *, family: str = "hyperplane", target_recall: float = 0.95, k: int = 10,
+                  retune: bool = False, **params):
+        """Build the LSH index over the embeddings and store it with the collection.
+
+        Parameters not given are tuned on the collection's own vectors for
+        ``target_recall`` at ``k``; settings tuned earlier are reused while the
+        collection stays within 2x of the size they were tuned at (``retune`` forces).
+        The measured recall@k is stored in the manifest (``manifest["lsh"]["recall"]``).
+
+        Returns
+        -------
+        lookalike.lsh.LSHIndex
+        """
+        from .lsh import LSHIndex
+        from .lsh.tune import measure
+
+        self._check_writable()
+        if len(self) < 2:
+            raise CollectionError(f"An LSH index needs at least 2 images; {self.path} has {len(self)}.")
+        prev = self.manifest.get("lsh") or {}
+        reuse = (not retune and not params and prev.get("family") == family and prev.get("k") == k
+                 and prev.get("target_recall") == target_recall
+                 and prev.get("tuned_at", 0) / 2 <= len(self) <= prev.get("tuned_at", 0) * 2)
+        if reuse:
+            params = {key: prev[key] for key in ("n_tables", "n_bits", "n_probes", "bucket_length", "top_dims")
+                      if prev.get(key) is not None}
+        t0 = time.perf_counter()
+        index = LSHIndex(family=family, target_recall=target_recall, k=k, **params).fit(self._embeddings, self.ids)
+        if index.recall_ is None:
+            index.recall_, index.candidates_ = measure(index, np.asarray(self._embeddings), k=k, seed=index.seed)
+        seconds = time.perf_counter() - t0
+        name = f"lsh-{self.manifest['generation']:06d}.npz"
+        blob = index.to_bytes()
+        storage.atomic_write(self.path / name, lambda f: f.write(blob))
+        info = {**index.params(), "file": name, "sha256": storage.bytes_sha256(blob),
+                "generation": self.manifest["generation"], "build_seconds": round(seconds, 3),
+                "tuned_at": prev.get("tuned_at") if reuse else len(self)}
+        self.update_manifest(lsh=info)
+        self._lsh = index
+        return index
+
+    @property
+    def lsh(self):
+        """The stored LSH index if it is up to date with the embeddings, else None."""
+        info = self.manifest.get("lsh")
+        if self._lsh is None and info and info.get("generation") == self.manifest["generation"]:
+            from .lsh import LSHIndex
+
+            path = self.path / info["file"]
+            storage.verify(path, info["sha256"], RECOVER_HINT.format(db=self.path))
+            self._lsh = LSHIndex.load(path.read_bytes(), vectors=self._embeddings)
+            if not np.array_equal(self._lsh._ids, self.ids):
+                raise CorruptCollectionError(f"LSH index {path} does not match the collection's ids. "
+                                             + RECOVER_HINT.format(db=self.path))
+        return self._lsh
+
     # ---------------------------------------------------------------- searching
     def embed(self, query) -> np.ndarray:
         """Embedding ``(dim,)`` of a query: image path, PIL image, bytes, or a vector.
@@ -669,24 +731,44 @@ class Collection:
             img = images.to_rgb(query)
         return self.encoder.embed_images([img])[0]
 
-    def search(self, query, k: int = 10) -> list[Hit]:
-        """The ``k`` most similar images to ``query`` (exact cosine), best first.
+    def search(self, query, k: int = 10, *, method: str = "auto") -> list[Hit]:
+        """The ``k`` most similar images to ``query``, best first.
 
         Parameters
         ----------
         query : path, PIL image, bytes, or ndarray (dim,)
         k : int, default 10
+        method : {"auto", "exact", "lsh"}, default "auto"
+            ``auto`` uses the LSH index when the collection has one and at least
+            ``LSH_MIN_IMAGES`` images, else exact search. LSH results are approximate
+            (see ``manifest["lsh"]["recall"]``); their scores are exact cosines.
 
         Returns
         -------
         list of Hit
         """
-        return self.search_vectors(self.embed(query)[None, :], k)[0]
+        return self.search_vectors(self.embed(query)[None, :], k, method=method)[0]
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10, *, exclude_rows: np.ndarray | None = None) -> list[list[Hit]]:
-        """Exact top-``k`` for each row of ``vectors`` ``(q, dim)``."""
+    def resolve_method(self, method: str = "auto") -> str:
+        """Which search ``method`` will actually run: "exact" or "lsh"."""
+        if method not in ("auto", "exact", "lsh"):
+            raise ValueError(f"Unknown search method {method!r}; expected 'auto', 'exact' or 'lsh'")
+        if method == "auto":
+            return "lsh" if len(self) >= LSH_MIN_IMAGES and self.lsh is not None else "exact"
+        if method == "lsh" and self.lsh is None:
+            raise CollectionError(f"{self.path} has no up-to-date LSH index; build it with: "
+                                  f"lookalike index FOLDER --db {self.path} --lsh")
+        return method
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, *, method: str = "auto",
+                       exclude_rows: np.ndarray | None = None) -> list[list[Hit]]:
+        """Top-``k`` for each row of ``vectors`` ``(q, dim)``; see :meth:`search`."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        if self.resolve_method(method) == "lsh" and exclude_rows is None:
+            scores, ids = self.lsh.kneighbors(vectors, k)
+            return [self._hits(s[i >= 0], [self.row_of_id(x) for x in i[i >= 0]]) for s, i in zip(scores, ids)]
         scores, rows = exact_topk(self._embeddings, vectors, k, exclude=exclude_rows)
         return [self._hits(s, r) for s, r in zip(scores, rows)]
 

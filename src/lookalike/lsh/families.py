@@ -79,8 +79,8 @@ class Hyperplane(Family):
     supports_probes = True
 
     def fit(self, X: np.ndarray) -> Hyperplane:  # noqa: D102
-        if not 1 <= self.n_bits <= 64:
-            raise ValueError(f"n_bits must be in 1..64 for the hyperplane family, got {self.n_bits}")
+        if not 1 <= self.n_bits <= 40:
+            raise ValueError(f"n_bits must be in 1..40 for the hyperplane family, got {self.n_bits}")
         super().fit(X)
         rng = np.random.default_rng(self.seed)
         self.planes_ = rng.standard_normal((X.shape[1], self.n_tables * self.n_bits)).astype(np.float32)
@@ -105,6 +105,17 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint64) * weights).sum(axis=-1, dtype=np.uint64)
 
 
+def hamming_codes(codes: np.ndarray, n_bits: int) -> np.ndarray:
+    """Pack ``(n, L)`` per-table codes of ``n_bits`` bits densely: ``(n, W)`` uint64 words."""
+    n, n_tables = codes.shape
+    bits = ((codes[:, :, None] >> np.arange(n_bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
+    packed = np.packbits(bits.reshape(n, n_tables * n_bits), axis=1)
+    pad = (-packed.shape[1]) % 8
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
 def probe_from_projection(proj: np.ndarray, n_probes: int) -> np.ndarray:
     """Multi-probe keys ``(q, L, n_probes)`` from hyperplane projections ``(q, L, K)``.
 
@@ -115,7 +126,9 @@ def probe_from_projection(proj: np.ndarray, n_probes: int) -> np.ndarray:
     base = pack_bits(proj > 0)
     if n_probes <= 1:
         return base[:, :, None]
-    m = min(PROBE_BITS, proj.shape[-1])
+    # A pattern flipping the j-th lowest bit scores worse than the j+1 patterns {}, {b0}..{b_{j-1}},
+    # so with P probes only the P-1 lowest bits can be flipped.
+    m = min(PROBE_BITS, proj.shape[-1], n_probes - 1)
     margin = np.abs(proj)
     low = np.argsort(margin, axis=2)[:, :, :m]  # (q, L, m) bit positions, closest to zero first
     low_margin = np.take_along_axis(margin, low, axis=2)

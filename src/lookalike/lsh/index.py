@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tables
+from . import families, tables
 from .families import FAMILIES, Family, make_family
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ class LSHIndex:
         Recall@k the tuner aims for.
     k : int, default 10
         The k the tuner measures recall at (queries may ask any k).
+    rerank : int, default 256
+        hyperplane only, when tables x bits >= 128: candidates are first ordered by the
+        Hamming distance of all their hash bits to the query's (a cheap angle estimate)
+        and only the best ``rerank`` per query get the exact cosine. 0 disables.
     seed : int, default 0
     dtype : {"float32", "float16"}, default "float32"
         Storage of the vectors kept for re-ranking (float16 halves memory).
@@ -63,7 +67,8 @@ class LSHIndex:
 
     def __init__(self, *, family: str = "hyperplane", n_tables: int | None = None, n_bits: int | None = None,
                  n_probes: int | None = None, bucket_length: float | None = None, top_dims: int = 50,
-                 target_recall: float = 0.95, k: int = 10, seed: int = 0, dtype: str = "float32"):
+                 target_recall: float = 0.95, k: int = 10, rerank: int = 256, seed: int = 0,
+                 dtype: str = "float32"):
         self.family = family
         self.n_tables = n_tables
         self.n_bits = n_bits
@@ -72,6 +77,7 @@ class LSHIndex:
         self.top_dims = top_dims
         self.target_recall = target_recall
         self.k = k
+        self.rerank = rerank
         self.seed = seed
         self.dtype = dtype
 
@@ -132,13 +138,22 @@ class LSHIndex:
         self._alive = np.ones(len(X), bool)
         self.family_: Family = make_family(self.family, **self._family_params()).fit(X)
         self.bucket_length_ = getattr(self.family_, "bucket_length", None)
-        self._keys, self._rows = tables.build(self.family_.keys(X))
+        codes = self.family_.keys(X)
+        self._keys, self._rows = tables.build(codes)
+        self._codes = families.hamming_codes(codes, self.n_bits_) if self._uses_hamming() else None
         self._row_of_id = None
         if self.tuning_ is not None:
             from .tune import measure
 
             self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed)
         return self
+
+    # Bits needed before Hamming distance is a good enough angle estimate to filter on.
+    _MIN_HAMMING_BITS = 128
+
+    def _uses_hamming(self) -> bool:
+        return (self.family == "hyperplane" and bool(self.rerank)
+                and self.n_tables_ * self.n_bits_ >= self._MIN_HAMMING_BITS)
 
     def _check_fitted(self):
         if not hasattr(self, "_X"):
@@ -172,7 +187,10 @@ class LSHIndex:
                 raise ValueError(f"ids already indexed: {ids[present][:5].tolist()}; pass allow_existing=True to replace")
             self.remove(ids[present])
         new_rows = np.arange(len(self._X), len(self._X) + len(X))
-        self._keys, self._rows = tables.insert(self._keys, self._rows, self.family_.keys(X), new_rows)
+        codes = self.family_.keys(X)
+        self._keys, self._rows = tables.insert(self._keys, self._rows, codes, new_rows)
+        if self._codes is not None:
+            self._codes = np.concatenate([self._codes, families.hamming_codes(codes, self.n_bits_)])
         self._X = np.concatenate([self._X, X.astype(self.dtype)])
         self._ids = np.concatenate([self._ids, ids])
         self._alive = np.concatenate([self._alive, np.ones(len(X), bool)])
@@ -191,13 +209,29 @@ class LSHIndex:
         return n
 
     # ------------------------------------------------------------------ querying
-    def candidates(self, Q: np.ndarray, n_probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Unique ``(query_index, row)`` candidate pairs for queries ``Q`` ``(q, d)``."""
+    def candidates(self, Q: np.ndarray, n_probes: int | None = None, *, filtered: bool = True):
+        """Unique ``(query_index, row)`` candidate pairs for queries ``Q`` ``(q, d)``.
+
+        With ``filtered`` (and Hamming filtering in use), at most ``rerank`` per query:
+        those whose hash bits are closest to the query's.
+        """
         pk = self.family_.probe_keys(Q, n_probes or self.n_probes_)
         qi, rows = tables.lookup(self._keys, self._rows, pk)
         qi, rows = tables.unique_pairs(qi, rows, len(self._X))
         keep = self._alive[rows]
-        return qi[keep], rows[keep]
+        qi, rows = qi[keep], rows[keep]
+        if filtered and self._codes is not None and len(rows) > self.rerank:
+            qcodes = families.hamming_codes(pk[:, :, 0], self.n_bits_)
+            ham = np.bitwise_count(self._codes[rows] ^ qcodes[qi]).sum(axis=1, dtype=np.int32)
+            if len(Q) == 1:
+                best = np.argpartition(ham, self.rerank - 1)[: self.rerank]
+                return qi[best], rows[best]
+            order = np.lexsort((ham, qi))
+            qi, rows = qi[order], rows[order]
+            starts = np.searchsorted(qi, np.arange(len(Q)))
+            keep = (np.arange(len(qi)) - starts[qi]) < self.rerank
+            qi, rows = qi[keep], rows[keep]
+        return qi, rows
 
     def _rerank(self, Q, qi, rows, exclude_rows=None):
         """Exact cosine of each candidate pair (one BLAS product over the distinct rows)."""
@@ -244,6 +278,13 @@ class LSHIndex:
                 raise ValueError(f"Queries have {Q.shape[1]} dimensions; the index has {self._X.shape[1]}")
         out_s = np.full((len(Q), k), -np.inf, np.float32)
         out_i = np.full((len(Q), k), -1, np.int64)
+        if len(Q) == 1 and self_rows is None:  # the latency path: no grouping by query
+            _, rows = self.candidates(Q, n_probes)
+            s = self._rerank(Q, np.zeros(len(rows), np.int64), rows)
+            top = np.argpartition(-s, k - 1)[:k] if len(s) > k else np.arange(len(s))
+            top = top[np.lexsort((rows[top], -s[top]))]
+            out_s[0, : len(top)], out_i[0, : len(top)] = s[top], self._ids[rows[top]]
+            return out_s, out_i
         for b0 in range(0, len(Q), QUERY_BATCH):
             q = Q[b0 : b0 + QUERY_BATCH]
             qi, rows = self.candidates(q, n_probes)
@@ -294,7 +335,7 @@ class LSHIndex:
         """The fitted parameters and measured quality (JSON-ready)."""
         return {"family": self.family, "n_tables": self.n_tables_, "n_bits": self.n_bits_, "n_probes": self.n_probes_,
                 "bucket_length": self.bucket_length_, "top_dims": self.top_dims, "k": self.k, "seed": self.seed,
-                "target_recall": self.target_recall, "recall": self.recall_,
+                "target_recall": self.target_recall, "recall": self.recall_, "rerank": self.rerank,
                 "candidates": getattr(self, "candidates_", None), "dtype": self.dtype}
 
     def save(self, path: str | Path, *, include_vectors: bool = True) -> None:
@@ -307,6 +348,8 @@ class LSHIndex:
         self.compact()
         arrays = {f"family__{k}": np.asarray(v) for k, v in self.family_.state().items()}
         arrays.update(keys=self._keys, rows=self._rows, ids=self._ids)
+        if self._codes is not None:
+            arrays["codes"] = self._codes
         if include_vectors:
             arrays["vectors"] = self._X
         meta = {"format_version": INDEX_FORMAT_VERSION, "params": self.params()}
@@ -320,6 +363,8 @@ class LSHIndex:
         self.compact()
         arrays = {f"family__{k}": np.asarray(v) for k, v in self.family_.state().items()}
         arrays.update(keys=self._keys, rows=self._rows, ids=self._ids)
+        if self._codes is not None:
+            arrays["codes"] = self._codes
         meta = {"format_version": INDEX_FORMAT_VERSION, "params": self.params()}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         buf = io.BytesIO()
@@ -343,13 +388,14 @@ class LSHIndex:
         p = meta["params"]
         index = cls(family=p["family"], n_tables=p["n_tables"], n_bits=p["n_bits"], n_probes=p["n_probes"],
                     bucket_length=p["bucket_length"], top_dims=p["top_dims"], target_recall=p["target_recall"],
-                    k=p["k"], seed=p["seed"], dtype=p["dtype"])
+                    k=p["k"], rerank=p.get("rerank", 256), seed=p["seed"], dtype=p["dtype"])
         index.n_tables_, index.n_bits_, index.n_probes_ = p["n_tables"], p["n_bits"], p["n_probes"]
         index.bucket_length_, index.recall_, index.candidates_ = p["bucket_length"], p["recall"], p["candidates"]
         index.tuning_ = None
         state = {k[len("family__"):]: data[k] for k in data.files if k.startswith("family__")}
         index.family_ = FAMILIES[p["family"]].from_state(state)
         index._keys, index._rows, index._ids = data["keys"], data["rows"], data["ids"]
+        index._codes = data["codes"] if "codes" in data.files else None
         X = data["vectors"] if "vectors" in data.files else vectors
         if X is None:
             raise ValueError("This index file holds no vectors; pass the vectors it was built on")
@@ -366,8 +412,9 @@ class LSHIndex:
             return
         new_row = np.cumsum(self._alive) - 1
         keep_t = self._alive[self._rows]
-        n_tables = self._keys.shape[0]
-        self._keys = self._keys[keep_t].reshape(n_tables, -1)
-        self._rows = new_row[self._rows[keep_t]].reshape(n_tables, -1).astype(np.int32)
+        self._keys = self._keys[keep_t]
+        self._rows = new_row[self._rows[keep_t]].astype(np.int32)
         self._X, self._ids = self._X[self._alive], self._ids[self._alive]
+        if self._codes is not None:
+            self._codes = self._codes[self._alive]
         self._alive = np.ones(len(self._X), bool)

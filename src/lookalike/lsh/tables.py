@@ -1,79 +1,89 @@
-"""Bucket tables as sorted arrays (CSR-like): no per-item Python objects.
+"""Bucket tables as one sorted array (CSR-like): no per-item Python objects.
 
-Table ``t`` is two aligned arrays: ``keys[t]`` (sorted uint64 bucket keys) and
-``rows[t]`` (row numbers). A bucket is the slice ``searchsorted(key, 'left')`` ..
-``searchsorted(key, 'right')``; lookups of many keys are one vectorised call per table.
+Every (table, bucket key) pair becomes one uint64 ``table << KEY_BITS | key``; all
+tables live in a single sorted array ``keys`` with the aligned ``rows`` (row numbers).
+A bucket is the slice between ``searchsorted(.., 'left')`` and ``'right'``, so the
+lookup of every probe of every table is two vectorised calls.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+KEY_BITS = 40  # bucket keys use the low 40 bits; the table number sits above them
+KEY_MASK = np.uint64((1 << KEY_BITS) - 1)
+MAX_TABLES = 1 << (64 - KEY_BITS)
+
+
+def _tagged(codes: np.ndarray) -> np.ndarray:
+    """``(..., L)`` codes -> table-tagged uint64 keys of the same shape."""
+    n_tables = codes.shape[-1]
+    if n_tables > MAX_TABLES:
+        raise ValueError(f"At most {MAX_TABLES} tables are supported, got {n_tables}")
+    tag = np.arange(n_tables, dtype=np.uint64) << np.uint64(KEY_BITS)
+    return (codes.astype(np.uint64) & KEY_MASK) | tag
+
 
 def build(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort ``(n, L)`` codes per table; returns ``keys (L, n)`` uint64 and ``rows (L, n)`` int32."""
+    """Sorted ``keys (L*n,)`` uint64 and ``rows (L*n,)`` int32 from ``(n, L)`` codes."""
     n, n_tables = codes.shape
-    keys = np.empty((n_tables, n), np.uint64)
-    rows = np.empty((n_tables, n), np.int32)
-    for t in range(n_tables):
-        order = np.argsort(codes[:, t], kind="stable")
-        keys[t], rows[t] = codes[order, t], order
-    return keys, rows
+    tagged = _tagged(codes).T.ravel()  # table-major
+    order = np.argsort(tagged, kind="stable")
+    rows = np.tile(np.arange(n, dtype=np.int32), n_tables)[order]
+    return tagged[order], rows
 
 
 def insert(keys: np.ndarray, rows: np.ndarray, codes: np.ndarray, new_rows: np.ndarray):
-    """Merge new ``(m, L)`` codes with row numbers ``new_rows`` into the tables (O(n) per table)."""
-    n_tables = keys.shape[0]
-    out_k = np.empty((n_tables, keys.shape[1] + len(new_rows)), np.uint64)
-    out_r = np.empty(out_k.shape, np.int32)
-    for t in range(n_tables):
-        order = np.argsort(codes[:, t], kind="stable")
-        k_new, r_new = codes[order, t], new_rows[order].astype(np.int32)
-        pos = np.searchsorted(keys[t], k_new, side="right")
-        out_k[t] = np.insert(keys[t], pos, k_new)
-        out_r[t] = np.insert(rows[t], pos, r_new)
-    return out_k, out_r
+    """Merge new ``(m, L)`` codes with row numbers ``new_rows`` into the tables (O(n))."""
+    tagged = _tagged(codes).T.ravel()
+    r_new = np.tile(np.asarray(new_rows, np.int32), codes.shape[1])
+    order = np.argsort(tagged, kind="stable")
+    tagged, r_new = tagged[order], r_new[order]
+    pos = np.searchsorted(keys, tagged, side="right")
+    return np.insert(keys, pos, tagged), np.insert(rows, pos, r_new)
 
 
-def lookup(keys: np.ndarray, rows: np.ndarray, probe_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def first_tables(keys: np.ndarray, rows: np.ndarray, n_tables: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of the arrays that holds tables ``0 .. n_tables-1`` (a view, no copy)."""
+    end = np.searchsorted(keys, np.uint64(n_tables) << np.uint64(KEY_BITS))
+    return keys[:end], rows[:end]
+
+
+def lookup(keys: np.ndarray, rows: np.ndarray, probe_keys: np.ndarray, *, with_probe: bool = False):
     """All (query, row) pairs whose bucket matches a probe key.
 
     Parameters
     ----------
-    keys, rows : ndarray, shape (L, n)
+    keys, rows : ndarray, shape (L*n,)
     probe_keys : ndarray, shape (q, L, P)
+    with_probe : bool
+        Also return each pair's probe index (0..P-1).
 
     Returns
     -------
-    query_idx, row : ndarray, shape (c,)
-        Candidate pairs; a row may repeat for the same query (different tables/probes).
+    query_idx, row (, probe) : ndarray, shape (c,)
+        Candidate pairs; a row may repeat for the same query (several tables/probes).
     """
     q, n_tables, n_probes = probe_keys.shape
-    qs, rs = [], []
-    qidx = np.repeat(np.arange(q), n_probes)
-    for t in range(n_tables):
-        pk = probe_keys[:, t, :].ravel()
-        lo = np.searchsorted(keys[t], pk, side="left")
-        hi = np.searchsorted(keys[t], pk, side="right")
-        counts = hi - lo
-        total = int(counts.sum())
-        if total == 0:
-            continue
-        nz = counts > 0
-        lo, counts = lo[nz], counts[nz]
-        # positions lo[i] .. lo[i]+counts[i]-1 for every probe, without a Python loop
-        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
-        pos = starts + np.arange(total)
-        rs.append(rows[t][pos])
-        qs.append(np.repeat(qidx[nz], counts))
-    if not rs:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(qs).astype(np.int64), np.concatenate(rs).astype(np.int64)
+    flat = _tagged(probe_keys.transpose(0, 2, 1)).ravel()  # (q, P, L) order
+    lo = np.searchsorted(keys, flat, side="left")
+    cnt = np.searchsorted(keys, flat, side="right") - lo
+    nz = np.flatnonzero(cnt)
+    lo, cnt = lo[nz], cnt[nz]
+    total = int(cnt.sum())
+    # positions lo[i] .. lo[i]+cnt[i]-1 for every probe, without a Python loop
+    pos = np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(total)
+    qidx = np.repeat(nz // (n_tables * n_probes), cnt)
+    out = (qidx.astype(np.int64), rows[pos].astype(np.int64))
+    if with_probe:
+        out += (np.repeat((nz // n_tables) % n_probes, cnt),)
+    return out
 
 
 def unique_pairs(query_idx: np.ndarray, row: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Deduplicate (query, row) pairs; sorted by query then row."""
     if len(row) == 0:
         return query_idx, row
-    u = np.unique(query_idx * np.int64(n_rows) + row)
+    u = np.sort(query_idx * np.int64(n_rows) + row)
+    u = u[np.r_[True, u[1:] != u[:-1]]]
     return u // n_rows, u % n_rows

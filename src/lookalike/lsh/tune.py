@@ -34,7 +34,8 @@ MINHASH_TABLES = (8, 16, 32, 64)
 # only has to rank settings.
 COST_PER_CANDIDATE = 0.3
 COST_PER_PROBE = 0.2
-COST_PER_TABLE = 4.0
+COST_PER_TABLE = 1.0
+COST_PER_HAMMING = 0.03  # Hamming distance of one candidate's hash bits (hyperplane filter)
 # Give up on a setting once it returns more than this share of the collection.
 MAX_CANDIDATE_SHARE = 0.3
 
@@ -55,8 +56,10 @@ def _recall(qi: np.ndarray, rows: np.ndarray, qrows: np.ndarray, truth: np.ndarr
     return float(found / want.size), float(len(rows) / len(truth))
 
 
-def _cost(cand: float, n_tables: int, n_probes: int, dim: int) -> float:
-    return COST_PER_CANDIDATE * cand * dim / 1280 + COST_PER_PROBE * n_tables * n_probes + COST_PER_TABLE * n_tables
+def _cost(cand: float, n_tables: int, n_probes: int, dim: int, rerank: int | None = None) -> float:
+    """Estimated query time; with a Hamming filter only ``rerank`` candidates get the exact cosine."""
+    exact = cand if not rerank else min(cand, rerank) + COST_PER_HAMMING / COST_PER_CANDIDATE * cand
+    return COST_PER_CANDIDATE * exact * dim / 1280 + COST_PER_PROBE * n_tables * n_probes + COST_PER_TABLE * n_tables
 
 
 def _pick(trials: list[dict], target: float) -> dict:
@@ -105,22 +108,9 @@ def _first_probe_per_pair(keys, rows, pk, n):
     One lookup with all probes replaces one lookup per probe count: the probe lists are
     nested (the first P probes of a longer list are the P-probe list).
     """
-    q, n_tables, n_probes = pk.shape
-    pair_keys, first = [], []
-    qidx = np.repeat(np.arange(q, dtype=np.int64), n_probes)
-    pidx = np.tile(np.arange(n_probes, dtype=np.int16), q)
-    for t in range(n_tables):
-        flat = pk[:, t, :].ravel()
-        lo = np.searchsorted(keys[t], flat, side="left")
-        cnt = np.searchsorted(keys[t], flat, side="right") - lo
-        nz = cnt > 0
-        lo, cnt = lo[nz], cnt[nz]
-        total = int(cnt.sum())
-        pos = np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(total)
-        pair_keys.append(np.repeat(qidx[nz], cnt) * np.int64(n) + rows[t][pos])
-        first.append(np.repeat(pidx[nz], cnt))
-    shift = np.int64(max(int(n_probes - 1).bit_length(), 1))
-    combined = np.concatenate(pair_keys) << shift | np.concatenate(first).astype(np.int64)
+    qi, r, probe = tables.lookup(keys, rows, pk, with_probe=True)
+    shift = np.int64(max(int(pk.shape[2] - 1).bit_length(), 1))
+    combined = (qi * np.int64(n) + r) << shift | probe.astype(np.int64)
     combined.sort()  # one int64 sort: by pair, then by probe
     pair = combined >> shift
     start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
@@ -149,17 +139,18 @@ def _tune_hyperplane(index, X, qrows, truth):
             if _cost(0, L, 1, dim) >= best_cost:
                 break
             p_cap = max([P for P in probes if _cost(0, L, P, dim) < best_cost] or [1])
-            pair, first = _first_probe_per_pair(keys[:L], rows[:L], pk_all[:, :L, :p_cap], n)
+            pair, first = _first_probe_per_pair(*tables.first_tables(keys, rows, L), pk_all[:, :L, :p_cap], n)
             notself = ~np.isin(pair, self_pairs)
             pair, first = pair[notself], first[notself]
             pos = np.minimum(np.searchsorted(pair, want), max(len(pair) - 1, 0))
             truth_first = np.where(pair[pos] == want, first[pos], np.iinfo(np.int16).max) if len(pair) else \
                 np.full(len(want), np.iinfo(np.int16).max)
             counts = np.bincount(first, minlength=max(probes) + 1).cumsum()
+            rerank = index.rerank if index.rerank and L * K >= index._MIN_HAMMING_BITS else None
             for P in [P for P in probes if P <= p_cap]:
                 cand = float(counts[P - 1] / nq)
                 rec = float((truth_first < P).mean())
-                cost = _cost(cand, L, P, dim)
+                cost = _cost(cand, L, P, dim, rerank)
                 trials.append({"n_bits": K, "n_tables": L, "n_probes": P, "recall": rec, "candidates": cand,
                                "cost": cost})
                 if rec >= index.target_recall:
@@ -189,7 +180,7 @@ def _tune_brp(index, X, qrows, truth):
             keys, rows = tables.build(codes)
             for L in tables_grid:
                 pk = codes[qrows, :L, None]
-                rec, cand = _evaluate(keys[:L], rows[:L], pk, qrows, truth, n)
+                rec, cand = _evaluate(*tables.first_tables(keys, rows, L), pk, qrows, truth, n)
                 trials.append({"n_bits": K, "n_tables": L, "bucket_length": r, "recall": rec, "candidates": cand,
                                "cost": _cost(cand, L, 1, dim)})
                 if rec >= index.target_recall or cand > MAX_CANDIDATE_SHARE * n:
@@ -209,7 +200,7 @@ def _tune_minhash(index, X, qrows, truth):
         codes = families._mix(sig[:, :, :K])
         keys, rows = tables.build(codes)
         for L in tables_grid:
-            rec, cand = _evaluate(keys[:L], rows[:L], codes[qrows, :L, None], qrows, truth, n)
+            rec, cand = _evaluate(*tables.first_tables(keys, rows, L), codes[qrows, :L, None], qrows, truth, n)
             trials.append({"n_bits": K, "n_tables": L, "recall": rec, "candidates": cand, "cost": _cost(cand, L, 1, dim)})
             if rec >= index.target_recall or cand > MAX_CANDIDATE_SHARE * n:
                 break
@@ -227,6 +218,9 @@ def measure(index, X: np.ndarray, *, k: int, seed: int) -> tuple[float, float]:
     qrows = _sample(len(X), seed + 1)  # other queries than tuning used
     k = min(k, len(X) - 1)
     truth = exact_topk(X, X[qrows], k, exclude=qrows)[1]
-    qi, rows = index.candidates(X[qrows])
-    rec, cand = _recall(qi, rows, qrows, truth, len(X))
-    return rec, cand
+    qi, rows = index.candidates(X[qrows], filtered=False)
+    cand = float(np.sum(rows != qrows[qi]) / len(qrows))
+    found = index.kneighbors(X[qrows], k + 1)[1]  # the query itself is among the results
+    ids = index._ids
+    rec = np.mean([len(set(f.tolist()) & set(ids[t].tolist())) / k for f, t in zip(found, truth)])
+    return float(rec), cand
