@@ -178,6 +178,70 @@ def search(
 
 
 @app.command()
+def dupes(
+    db: DbOpt = DEFAULT_DB,
+    threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")] = 0.92,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    strict: Annotated[bool, typer.Option(help="Groups where every pair passes (default: connected components).")] = False,
+    against: Annotated[Optional[Path], typer.Option(help="Another collection: report images duplicated there.")] = None,
+    sheet: Annotated[Optional[Path], typer.Option(help="Write a PNG with one row of thumbnails per group.")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Force the exact all-pairs scan.")] = False,
+):
+    """Report near-duplicate groups with a suggested keeper (most pixels, then oldest). Never deletes files."""
+    import csv
+
+    if fmt not in ("table", "json", "csv"):
+        _fail(f"--format must be table, json or csv, not {fmt!r}")
+    col = _open(db, read_only=True)
+    other = _open(against, read_only=True) if against else None
+    try:
+        result = col.duplicates(threshold, strict=strict, method="exact" if exact else "auto", against=other)
+    except ValueError as e:
+        _fail(str(e))
+    if other is not None:  # pairs between two collections
+        if fmt == "json":
+            print(json.dumps([vars(p) for p in result], indent=2))
+        elif fmt == "csv":
+            w = csv.writer(sys.stdout)
+            w.writerow(["score", "path", "duplicate_in_other"])
+            for p in result:
+                w.writerow([f"{p.score:.6f}", p.path_a, p.path_b])
+        else:
+            tab = Table("score", title=f"{len(result)} images duplicated in {against}", title_justify="left")
+            tab.add_column("path", overflow="fold")
+            tab.add_column(f"duplicate in {against}", overflow="fold")
+            for p in result:
+                tab.add_row(f"{p.score:.4f}", p.path_a, p.path_b)
+            out.print(tab)
+        return
+    groups = result
+    if sheet is not None:
+        from .viz import duplicate_sheet
+
+        duplicate_sheet(groups, sheet)
+    if fmt == "json":
+        print(json.dumps({"threshold": threshold, "strict": strict, "groups": [g.to_dict() for g in groups]}, indent=2))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(["group", "id", "path", "keeper", "min_score"])
+        for n, g in enumerate(groups, 1):
+            for i, p in zip(g.ids, g.paths):
+                w.writerow([n, i, p, int(i == g.keeper), f"{g.min_score:.6f}"])
+    else:
+        n_files = sum(len(g.ids) for g in groups)
+        out.print(f"{len(groups)} duplicate groups ({n_files} images, {n_files - len(groups)} could go) "
+                  f"at threshold {threshold}", highlight=False)
+        for n, g in enumerate(groups, 1):
+            tab = Table("", "id", title=f"group {n} (weakest link {g.min_score:.3f})", title_justify="left")
+            tab.add_column("path", overflow="fold")
+            for i, p in zip(g.ids, g.paths):
+                tab.add_row("keep" if i == g.keeper else "", str(i), p)
+            out.print(tab)
+    if sheet is not None and fmt == "table":
+        out.print(f"sheet written to {sheet}")
+
+
+@app.command()
 def info(
     db: DbOpt = DEFAULT_DB,
     errors: Annotated[bool, typer.Option("--errors", help="List every skipped file with its reason.")] = False,

@@ -348,6 +348,34 @@ class Collection:
         """The metadata as a ``pyarrow.Table`` (one row per image)."""
         return self._table.to_arrow()
 
+    def metadata_columns(self) -> dict[str, np.ndarray]:
+        """The metadata as aligned column arrays (read-only use)."""
+        return self._table.cols
+
+    def duplicates(self, threshold: float = 0.92, *, strict: bool = False, method: str = "auto", against=None):
+        """Groups of near-duplicate images (report only: nothing is deleted or moved).
+
+        Parameters
+        ----------
+        threshold : float, default 0.92
+            Cosine similarity at or above which two images count as duplicates.
+        strict : bool, default False
+            Groups where every pair passes, instead of connected components.
+        method : {"auto", "exact", "lsh"}
+        against : Collection, optional
+            Find images of this collection duplicated in ``against`` instead.
+
+        Returns
+        -------
+        list of lookalike.dupes.Group
+        """
+        from .dupes import find_pairs, group_pairs
+
+        pairs = find_pairs(self, threshold, method=method, against=against)
+        if against is not None:
+            return pairs
+        return group_pairs(self, pairs, strict=strict)
+
     def row_of_id(self, image_id: int) -> int:
         """Row number of an image id; KeyError if absent."""
         if self._row_of_id is None:

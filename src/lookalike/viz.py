@@ -85,3 +85,40 @@ def result_grid(query, hits: Sequence, out: str | os.PathLike, *, columns: int =
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
+
+
+def duplicate_sheet(groups: Sequence, out: str | os.PathLike, *, max_groups: int = 20, max_members: int = 8,
+                    side: int = 160) -> Path:
+    """Write a PNG with one row of thumbnails per duplicate group; the keeper comes first, outlined.
+
+    Each tile shows ``KEEP`` or the member's similarity to the keeper, and the file name.
+    """
+    font = _font()
+    rows = []
+    for g in groups[:max_groups]:
+        score_to_keeper = {(y if x == g.keeper else x): s for x, y, s in g.pairs if g.keeper in (x, y)}
+        order = [g.keeper] + [i for i in g.ids if i != g.keeper]
+        items = []
+        for i in order[:max_members]:
+            path = g.paths[g.ids.index(i)]
+            label = "KEEP" if i == g.keeper else (f"{score_to_keeper[i]:.3f} to keeper" if i in score_to_keeper
+                                                  else "linked via others")
+            items.append((path, label, Path(path).name))
+        rows.append(tile_row(items, side=side, columns=max_members, highlight_first=True))
+    if not rows:
+        sheet = Image.new("RGB", (600, 80), "white")
+        ImageDraw.Draw(sheet).text((20, 30), "No duplicate groups at this threshold.", fill=(20, 20, 20), font=font)
+    else:
+        header = 24
+        sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height + header for r in rows)), "white")
+        draw = ImageDraw.Draw(sheet)
+        y = 0
+        for n, (g, r) in enumerate(zip(groups, rows), 1):
+            draw.text((8, y + 4), f"group {n}: {len(g.ids)} images, weakest link {g.min_score:.3f}",
+                      fill=(30, 60, 160), font=font)
+            sheet.paste(r, (0, y + header))
+            y += r.height + header
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out

@@ -234,12 +234,16 @@ class LSHIndex:
         return qi, rows
 
     def _rerank(self, Q, qi, rows, exclude_rows=None):
-        """Exact cosine of each candidate pair (one BLAS product over the distinct rows)."""
+        """Exact cosine of each candidate pair; ``qi`` must be sorted (one gemv per query)."""
         if len(Q) == 1:
             scores = self._X[rows].astype(np.float32, copy=False) @ Q[0]
         else:
-            uniq, inv = np.unique(rows, return_inverse=True)
-            scores = (self._X[uniq].astype(np.float32, copy=False) @ Q.T)[inv, qi]
+            scores = np.empty(len(rows), np.float32)
+            bounds = np.searchsorted(qi, np.arange(len(Q) + 1))
+            for j in range(len(Q)):
+                a, b = bounds[j], bounds[j + 1]
+                if b > a:
+                    scores[a:b] = self._X[rows[a:b]].astype(np.float32, copy=False) @ Q[j]
         if exclude_rows is not None:
             scores[rows == exclude_rows[qi]] = -np.inf
         return scores

@@ -36,6 +36,9 @@ COST_PER_CANDIDATE = 0.3
 COST_PER_PROBE = 0.2
 COST_PER_TABLE = 1.0
 COST_PER_HAMMING = 0.03  # Hamming distance of one candidate's hash bits (hyperplane filter)
+# Most (query, table, probe, row) entries one tuning lookup may produce: ~30M entries is
+# ~1 GB of temporary int64 arrays.
+TUNE_MAX_ENTRIES = 30_000_000
 # Give up on a setting once it returns more than this share of the collection.
 MAX_CANDIDATE_SHARE = 0.3
 
@@ -139,6 +142,9 @@ def _tune_hyperplane(index, X, qrows, truth):
             if _cost(0, L, 1, dim) >= best_cost:
                 break
             p_cap = max([P for P in probes if _cost(0, L, P, dim) < best_cost] or [1])
+            # Bound memory: expected (query, table, probe, row) entries of the lookup.
+            per_probe = len(qrows) * L * n / 2.0**K
+            p_cap = max([P for P in probes if P <= p_cap and P * per_probe <= TUNE_MAX_ENTRIES] or [1])
             pair, first = _first_probe_per_pair(*tables.first_tables(keys, rows, L), pk_all[:, :L, :p_cap], n)
             notself = ~np.isin(pair, self_pairs)
             pair, first = pair[notself], first[notself]

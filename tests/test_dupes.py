@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import real_photo
+from lookalike import Collection
+from lookalike.cli import app
+from lookalike.dupes import components, exact_pairs, strict_split
+
+
+@pytest.fixture
+def dup_folder(tmp_path):
+    """6 real photos; photos 0-2 each have a 3/4-size, recompressed copy."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    classes = ["accordion", "camera", "pizza", "soccer_ball", "strawberry", "umbrella"]
+    for i, cls in enumerate(classes):
+        im = Image.open(real_photo(cls)[0]).convert("RGB")
+        im.save(root / f"orig_{i}.png")
+        if i < 3:
+            im.resize((im.width * 3 // 4, im.height * 3 // 4)).save(root / f"copy_{i}.jpg", quality=80)
+    return root
+
+
+def test_groups_pair_each_original_with_its_copy(tmp_path, dup_folder):
+    col = Collection.create(tmp_path / "db")
+    col.index(dup_folder)
+    groups = col.duplicates(threshold=0.85)
+    names = sorted(sorted(p.rsplit("/", 1)[1] for p in g.paths) for g in groups)
+    assert names == [[f"copy_{i}.jpg", f"orig_{i}.png"] for i in range(3)]
+    for g in groups:
+        keeper_path = g.paths[g.ids.index(g.keeper)]
+        assert "orig_" in keeper_path, "the keeper is the one with most pixels"
+        assert g.min_score >= 0.85
+    # report only: every file is still there
+    assert len(list(dup_folder.iterdir())) == 9
+
+
+def test_exact_pairs_match_brute_force():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    a, b, s = exact_pairs(X, 0.8)
+    full = X @ X.T
+    want = {(i, j) for i, j in zip(*np.nonzero(full >= 0.8)) if i < j}
+    assert set(zip(a.tolist(), b.tolist())) == want
+    assert np.allclose(s, full[a, b])
+
+
+def test_lsh_pairs_recall_vs_exact():
+    from lookalike.datasets import clustered_vectors
+    from lookalike.dupes import lsh_pairs
+    from lookalike.lsh import LSHIndex
+
+    X = clustered_vectors(3000, 64, n_clusters=30, intrinsic_dim=8, seed=1)
+    index = LSHIndex(target_recall=0.98).fit(X)
+    a, b, _ = exact_pairs(X, 0.95)
+    la, lb, _ = lsh_pairs(index, lambda i: int(i), 0.95)
+    exact = set(zip(a.tolist(), b.tolist()))
+    found = set(zip(la.tolist(), lb.tolist()))
+    assert found <= exact
+    assert len(exact) > 50 and len(found & exact) / len(exact) >= 0.9
+
+
+def test_components_and_strict_split():
+    labels = components(5, np.array([0, 1, 3]), np.array([1, 2, 4]))
+    assert labels.tolist() == [0, 0, 0, 3, 3]
+    # a chain 1-2-3 where 1-3 fails: strict mode splits it
+    edges = {(1, 2): 0.95, (2, 3): 0.95}
+    groups = strict_split([1, 2, 3], edges)
+    assert all(len(g) == 2 for g in groups) and len(groups) == 1
+
+
+def test_cli_formats_and_sheet(tmp_path, dup_folder):
+    runner = CliRunner()
+    db = str(tmp_path / "db")
+    assert runner.invoke(app, ["index", str(dup_folder), "--db", db]).exit_code == 0
+    res = runner.invoke(app, ["dupes", "--db", db, "--threshold", "0.85", "--format", "json"])
+    data = json.loads(res.output)
+    assert len(data["groups"]) == 3 and all(len(g["ids"]) == 2 for g in data["groups"])
+    res = runner.invoke(app, ["dupes", "--db", db, "--threshold", "0.85", "--format", "csv"])
+    lines = res.output.strip().splitlines()
+    assert lines[0] == "group,id,path,keeper,min_score" and len(lines) == 7
+    sheet = tmp_path / "sheet.png"
+    res = runner.invoke(app, ["dupes", "--db", db, "--threshold", "0.85", "--sheet", str(sheet)])
+    assert res.exit_code == 0 and "3 duplicate groups" in res.output
+    assert Image.open(sheet).height >= 3 * 160
+    # --against: the copies folder vs the originals' collection
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for p in dup_folder.glob("copy_*.jpg"):
+        p.rename(copies / p.name)
+    assert runner.invoke(app, ["index", str(dup_folder), "--db", db]).exit_code == 0  # drops the moved copies
+    db2 = str(tmp_path / "db2")
+    assert runner.invoke(app, ["index", str(copies), "--db", db2]).exit_code == 0
+    res = runner.invoke(app, ["dupes", "--db", db2, "--against", db, "--threshold", "0.85", "--format", "json"])
+    pairs = json.loads(res.output)
+    assert len(pairs) == 3 and all("copy_" in p["path_a"] and "orig_" in p["path_b"] for p in pairs)
