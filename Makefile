@@ -10,7 +10,7 @@ OUT ?= demo-out
 K ?= 10
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean browser-deps serve
 
 setup: $(STAMP)  ## create .venv and install lookalike with its extras (idempotent)
 
@@ -32,8 +32,21 @@ demo: setup  ## index the demo collection, search it, write a result grid
 	echo "query: $$q"; \
 	$(LOOKALIKE) search "$$q" --db $(OUT)/index -k $(K) --grid $(OUT)/grid.png
 
-test: setup  ## run the whole test suite
+test: setup browser-deps  ## run the whole test suite
 	$(PY) -m pytest
+
+# Debian's Chromium for the browser test (Playwright drives it; no browser downloads).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "note: /usr/bin/chromium missing (sudo apt-get install chromium); the browser test will be skipped"; fi; \
+	fi
+
+serve: setup  ## serve the demo collection's web page on http://127.0.0.1:8000
+	$(LOOKALIKE) serve --db $(OUT)/index
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -242,6 +242,24 @@ def dupes(
 
 
 @app.command()
+def serve(
+    db: DbOpt = DEFAULT_DB,
+    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MB (larger: HTTP 413).")] = 20.0,
+):
+    """Serve the web page and REST API (/docs) over the collection, read-only."""
+    import uvicorn
+
+    from .server import create_app
+
+    _open(db, read_only=True)  # fail early, with the friendly message
+    app_ = create_app(db, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    out.print(f"lookalike serving {db} at http://{host}:{port}  (API docs: /docs; Ctrl-C to stop)", highlight=False)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def info(
     db: DbOpt = DEFAULT_DB,
     errors: Annotated[bool, typer.Option("--errors", help="List every skipped file with its reason.")] = False,
