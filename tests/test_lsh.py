@@ -68,7 +68,9 @@ def test_add_and_remove_match_a_fresh_build(data):
     full = LSHIndex(n_tables=8, n_bits=10, n_probes=8, seed=3).fit(X, ids)
     part = LSHIndex(n_tables=8, n_bits=10, n_probes=8, seed=3).fit(X[: N // 2], ids[: N // 2])
     part.family_ = full.family_  # same hash functions, so results must agree exactly
-    part._keys, part._rows = __import__("lookalike.lsh.tables", fromlist=["build"]).build(full.family_.keys(X[: N // 2]))
+    from lookalike.lsh import tables
+
+    part._keys, part._rows = tables.build(full.family_.keys(X[: N // 2]), part.bucket_bits_)
     part.add(X[N // 2 :], ids[N // 2 :])
     s1, i1 = full.kneighbors(Q, 10)
     s2, i2 = part.kneighbors(Q, 10)

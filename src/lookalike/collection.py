@@ -49,6 +49,11 @@ LSH_MIN_IMAGES = 5_000
 RECOVER_HINT = "Rebuild it from the images with: lookalike index FOLDER --db {db} --rebuild"
 
 
+def _checkpoint_rows() -> int:
+    """Rows between commits; ``$LOOKALIKE_CHECKPOINT_ROWS`` overrides (used by the crash tests)."""
+    return int(os.environ.get("LOOKALIKE_CHECKPOINT_ROWS", 0)) or CHECKPOINT_MIN_ROWS
+
+
 class CollectionError(RuntimeError):
     """A collection cannot be created, opened or written as asked."""
 
@@ -623,7 +628,7 @@ class Collection:
                     bar.update(len(batch))
                 if on_batch is not None:
                     on_batch(batch)
-                if len(pending) >= max(CHECKPOINT_MIN_ROWS, committed_rows // 4):
+                if len(pending) >= max(_checkpoint_rows(), committed_rows // 4):
                     t0 = time.perf_counter()
                     self._apply(keep_rows, pending, errors, root)
                     self._commit()

@@ -116,12 +116,20 @@ def hamming_codes(codes: np.ndarray, n_bits: int) -> np.ndarray:
     return np.ascontiguousarray(packed).view(np.uint64)
 
 
+def _patterns(m: int) -> np.ndarray:
+    """All flip patterns of ``m`` bits as a ``(m, 2**m)`` 0/1 matrix (column j = pattern j)."""
+    return ((np.arange(1 << m)[None, :] >> np.arange(m)[:, None]) & 1).astype(np.float64)
+
+
+_PATTERNS = [_patterns(m) for m in range(PROBE_BITS + 1)]
+
+
 def probe_from_projection(proj: np.ndarray, n_probes: int) -> np.ndarray:
     """Multi-probe keys ``(q, L, n_probes)`` from hyperplane projections ``(q, L, K)``.
 
-    Among all flip patterns of the ``PROBE_BITS`` lowest-margin bits, visit those with
-    the smallest sum of squared margins (query-directed probing); the first probe is
-    the query's own bucket.
+    Among all flip patterns of the lowest-margin bits, visit those with the smallest sum
+    of squared margins (query-directed probing, Lv et al. 2007); the first probe is the
+    query's own bucket.
     """
     base = pack_bits(proj > 0)
     if n_probes <= 1:
@@ -131,13 +139,11 @@ def probe_from_projection(proj: np.ndarray, n_probes: int) -> np.ndarray:
     m = min(PROBE_BITS, proj.shape[-1], n_probes - 1)
     margin = np.abs(proj)
     low = np.argsort(margin, axis=2)[:, :, :m]  # (q, L, m) bit positions, closest to zero first
-    low_margin = np.take_along_axis(margin, low, axis=2)
-    patterns = ((np.arange(1 << m)[:, None] >> np.arange(m)) & 1).astype(bool)  # (P, m)
-    score = (low_margin[:, :, None, :] ** 2 * patterns).sum(-1)  # (q, L, P)
+    pat = _PATTERNS[m]  # (m, 2**m)
+    score = (np.take_along_axis(margin, low, axis=2) ** 2) @ pat  # (q, L, 2**m)
     best = np.argsort(score, axis=2, kind="stable")[:, :, :n_probes]  # pattern 0 (no flip) first
-    bitval = np.left_shift(np.uint64(1), low.astype(np.uint64))  # (q, L, m)
-    flip = (bitval[:, :, None, :] * patterns[None, None].astype(np.uint64)).sum(-1, dtype=np.uint64)  # (q, L, P)
-    return base[:, :, None] ^ np.take_along_axis(flip, best, axis=2)
+    flips = (np.exp2(low) @ pat).astype(np.uint64)  # bit masks, exact below 2**53
+    return base[:, :, None] ^ np.take_along_axis(flips, best, axis=2)
 
 
 class BucketedRandomProjection(Family):

@@ -46,7 +46,7 @@ class LSHIndex:
         Recall@k the tuner aims for.
     k : int, default 10
         The k the tuner measures recall at (queries may ask any k).
-    rerank : int, default 256
+    rerank : int, default 128
         hyperplane only, when tables x bits >= 128: candidates are first ordered by the
         Hamming distance of all their hash bits to the query's (a cheap angle estimate)
         and only the best ``rerank`` per query get the exact cosine. 0 disables.
@@ -67,7 +67,7 @@ class LSHIndex:
 
     def __init__(self, *, family: str = "hyperplane", n_tables: int | None = None, n_bits: int | None = None,
                  n_probes: int | None = None, bucket_length: float | None = None, top_dims: int = 50,
-                 target_recall: float = 0.95, k: int = 10, rerank: int = 256, seed: int = 0,
+                 target_recall: float = 0.95, k: int = 10, rerank: int = 128, seed: int = 0,
                  dtype: str = "float32"):
         self.family = family
         self.n_tables = n_tables
@@ -139,8 +139,10 @@ class LSHIndex:
         self.family_: Family = make_family(self.family, **self._family_params()).fit(X)
         self.bucket_length_ = getattr(self.family_, "bucket_length", None)
         codes = self.family_.keys(X)
-        self._keys, self._rows = tables.build(codes)
-        self._codes = families.hamming_codes(codes, self.n_bits_) if self._uses_hamming() else None
+        self.bucket_bits_ = tables.bucket_bits(self.n_bits_ if self.family == "hyperplane" else None, len(X))
+        self._keys, self._rows = tables.build(codes, self.bucket_bits_)
+        # (words, n): word-major, so a candidate's Hamming distance is a sum over a few rows
+        self._codes = np.ascontiguousarray(families.hamming_codes(codes, self.n_bits_).T) if self._uses_hamming() else None
         self._row_of_id = None
         if self.tuning_ is not None:
             from .tune import measure
@@ -188,9 +190,9 @@ class LSHIndex:
             self.remove(ids[present])
         new_rows = np.arange(len(self._X), len(self._X) + len(X))
         codes = self.family_.keys(X)
-        self._keys, self._rows = tables.insert(self._keys, self._rows, codes, new_rows)
+        self._keys, self._rows = tables.insert(self._keys, self._rows, codes, new_rows, self.bucket_bits_)
         if self._codes is not None:
-            self._codes = np.concatenate([self._codes, families.hamming_codes(codes, self.n_bits_)])
+            self._codes = np.concatenate([self._codes, families.hamming_codes(codes, self.n_bits_).T], axis=1)
         self._X = np.concatenate([self._X, X.astype(self.dtype)])
         self._ids = np.concatenate([self._ids, ids])
         self._alive = np.concatenate([self._alive, np.ones(len(X), bool)])
@@ -216,13 +218,15 @@ class LSHIndex:
         those whose hash bits are closest to the query's.
         """
         pk = self.family_.probe_keys(Q, n_probes or self.n_probes_)
-        qi, rows = tables.lookup(self._keys, self._rows, pk)
+        qi, rows = tables.lookup(self._keys, self._rows, pk, self.bucket_bits_)
         qi, rows = tables.unique_pairs(qi, rows, len(self._X))
         keep = self._alive[rows]
         qi, rows = qi[keep], rows[keep]
         if filtered and self._codes is not None and len(rows) > self.rerank:
-            qcodes = families.hamming_codes(pk[:, :, 0], self.n_bits_)
-            ham = np.bitwise_count(self._codes[rows] ^ qcodes[qi]).sum(axis=1, dtype=np.int32)
+            qcodes = families.hamming_codes(pk[:, :, 0], self.n_bits_)  # (q, words)
+            cand = np.take(self._codes, rows, axis=1)  # (words, c); np.take beats fancy indexing 3x here
+            cand ^= qcodes[0][:, None] if len(Q) == 1 else qcodes[qi].T
+            ham = np.bitwise_count(cand).sum(axis=0, dtype=np.int32)
             if len(Q) == 1:
                 best = np.argpartition(ham, self.rerank - 1)[: self.rerank]
                 return qi[best], rows[best]
@@ -236,7 +240,7 @@ class LSHIndex:
     def _rerank(self, Q, qi, rows, exclude_rows=None):
         """Exact cosine of each candidate pair; ``qi`` must be sorted (one gemv per query)."""
         if len(Q) == 1:
-            scores = self._X[rows].astype(np.float32, copy=False) @ Q[0]
+            scores = np.take(self._X, rows, axis=0).astype(np.float32, copy=False) @ Q[0]
         else:
             scores = np.empty(len(rows), np.float32)
             bounds = np.searchsorted(qi, np.arange(len(Q) + 1))
@@ -340,7 +344,8 @@ class LSHIndex:
         return {"family": self.family, "n_tables": self.n_tables_, "n_bits": self.n_bits_, "n_probes": self.n_probes_,
                 "bucket_length": self.bucket_length_, "top_dims": self.top_dims, "k": self.k, "seed": self.seed,
                 "target_recall": self.target_recall, "recall": self.recall_, "rerank": self.rerank,
-                "candidates": getattr(self, "candidates_", None), "dtype": self.dtype}
+                "candidates": getattr(self, "candidates_", None), "dtype": self.dtype,
+                "bucket_bits": getattr(self, "bucket_bits_", None)}
 
     def save(self, path: str | Path, *, include_vectors: bool = True) -> None:
         """Write the index to one ``.npz`` file (removed vectors are dropped).
@@ -392,13 +397,14 @@ class LSHIndex:
         p = meta["params"]
         index = cls(family=p["family"], n_tables=p["n_tables"], n_bits=p["n_bits"], n_probes=p["n_probes"],
                     bucket_length=p["bucket_length"], top_dims=p["top_dims"], target_recall=p["target_recall"],
-                    k=p["k"], rerank=p.get("rerank", 256), seed=p["seed"], dtype=p["dtype"])
+                    k=p["k"], rerank=p.get("rerank", 128), seed=p["seed"], dtype=p["dtype"])
         index.n_tables_, index.n_bits_, index.n_probes_ = p["n_tables"], p["n_bits"], p["n_probes"]
         index.bucket_length_, index.recall_, index.candidates_ = p["bucket_length"], p["recall"], p["candidates"]
         index.tuning_ = None
         state = {k[len("family__"):]: data[k] for k in data.files if k.startswith("family__")}
         index.family_ = FAMILIES[p["family"]].from_state(state)
         index._keys, index._rows, index._ids = data["keys"], data["rows"], data["ids"]
+        index.bucket_bits_ = p["bucket_bits"]
         index._codes = data["codes"] if "codes" in data.files else None
         X = data["vectors"] if "vectors" in data.files else vectors
         if X is None:
@@ -415,10 +421,8 @@ class LSHIndex:
         if self._alive.all():
             return
         new_row = np.cumsum(self._alive) - 1
-        keep_t = self._alive[self._rows]
-        self._keys = self._keys[keep_t]
-        self._rows = new_row[self._rows[keep_t]].astype(np.int32)
+        self._keys, self._rows = tables.drop(self._keys, self._rows, self._alive, new_row, self.bucket_bits_)
         self._X, self._ids = self._X[self._alive], self._ids[self._alive]
         if self._codes is not None:
-            self._codes = self._codes[self._alive]
+            self._codes = np.ascontiguousarray(self._codes[:, self._alive])
         self._alive = np.ones(len(self._X), bool)

@@ -1,63 +1,91 @@
-"""Bucket tables as one sorted array (CSR-like): no per-item Python objects.
+"""Bucket tables in CSR form: per table an offsets array over all buckets, and row numbers.
 
-Every (table, bucket key) pair becomes one uint64 ``table << KEY_BITS | key``; all
-tables live in a single sorted array ``keys`` with the aligned ``rows`` (row numbers).
-A bucket is the slice between ``searchsorted(.., 'left')`` and ``'right'``, so the
-lookup of every probe of every table is two vectorised calls.
+Table ``t`` maps a bucket id ``b`` (``bucket_bits`` wide) to ``rows[t, offsets[t, b]:offsets[t, b+1]]``.
+A lookup is two vectorised gathers, however many tables and probes: no per-item Python
+objects, no binary search. Keys wider than ``bucket_bits`` are folded into it (extra
+collisions only add candidates, which are re-ranked anyway).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-KEY_BITS = 40  # bucket keys use the low 40 bits; the table number sits above them
-KEY_MASK = np.uint64((1 << KEY_BITS) - 1)
-MAX_TABLES = 1 << (64 - KEY_BITS)
+# Widest bucket id: 2**20 + 1 int32 offsets = 4 MB per table.
+MAX_BUCKET_BITS = 20
 
 
-def _tagged(codes: np.ndarray) -> np.ndarray:
-    """``(..., L)`` codes -> table-tagged uint64 keys of the same shape."""
-    n_tables = codes.shape[-1]
-    if n_tables > MAX_TABLES:
-        raise ValueError(f"At most {MAX_TABLES} tables are supported, got {n_tables}")
-    tag = np.arange(n_tables, dtype=np.uint64) << np.uint64(KEY_BITS)
-    return (codes.astype(np.uint64) & KEY_MASK) | tag
+def bucket_bits(key_bits: int | None, n: int) -> int:
+    """Bucket id width: the key's width if it fits, else enough for ~1 row per bucket."""
+    enough = max(8, int(n).bit_length() + 2)  # more buckets than this would be almost all empty
+    return int(min(MAX_BUCKET_BITS, enough, key_bits if key_bits is not None else enough))
 
 
-def build(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``keys (L*n,)`` uint64 and ``rows (L*n,)`` int32 from ``(n, L)`` codes."""
+def bucket_of(keys: np.ndarray, bits: int) -> np.ndarray:
+    """Fold uint64 keys to ``bits``-wide bucket ids (int64)."""
+    k = keys.astype(np.uint64, copy=False)
+    b = k ^ (k >> np.uint64(bits)) ^ (k >> np.uint64(2 * bits)) ^ (k >> np.uint64(3 * bits))
+    return (b & np.uint64((1 << bits) - 1)).astype(np.int64)
+
+
+def _csr(buckets: np.ndarray, rows: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(buckets, kind="stable")
+    offsets = np.zeros((1 << bits) + 1, np.int32)
+    np.cumsum(np.bincount(buckets, minlength=1 << bits), out=offsets[1:])
+    return offsets, rows[order].astype(np.int32)
+
+
+def build(codes: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR tables from ``(n, L)`` keys: ``offsets (L, 2**bits + 1)`` int32, ``rows (L, n)`` int32."""
     n, n_tables = codes.shape
-    tagged = _tagged(codes).T.ravel()  # table-major
-    order = np.argsort(tagged, kind="stable")
-    rows = np.tile(np.arange(n, dtype=np.int32), n_tables)[order]
-    return tagged[order], rows
+    offsets = np.empty((n_tables, (1 << bits) + 1), np.int32)
+    rows = np.empty((n_tables, n), np.int32)
+    all_rows = np.arange(n)
+    for t in range(n_tables):
+        offsets[t], rows[t] = _csr(bucket_of(codes[:, t], bits), all_rows, bits)
+    return offsets, rows
 
 
-def insert(keys: np.ndarray, rows: np.ndarray, codes: np.ndarray, new_rows: np.ndarray):
-    """Merge new ``(m, L)`` codes with row numbers ``new_rows`` into the tables (O(n))."""
-    tagged = _tagged(codes).T.ravel()
-    r_new = np.tile(np.asarray(new_rows, np.int32), codes.shape[1])
-    order = np.argsort(tagged, kind="stable")
-    tagged, r_new = tagged[order], r_new[order]
-    pos = np.searchsorted(keys, tagged, side="right")
-    return np.insert(keys, pos, tagged), np.insert(rows, pos, r_new)
+def _buckets_of_positions(offsets_t: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(offsets_t) - 1), np.diff(offsets_t))
 
 
-def first_tables(keys: np.ndarray, rows: np.ndarray, n_tables: int) -> tuple[np.ndarray, np.ndarray]:
-    """The part of the arrays that holds tables ``0 .. n_tables-1`` (a view, no copy)."""
-    end = np.searchsorted(keys, np.uint64(n_tables) << np.uint64(KEY_BITS))
-    return keys[:end], rows[:end]
+def insert(offsets, rows, codes, new_rows, bits):
+    """Add ``(m, L)`` keys for ``new_rows``; returns new ``(offsets, rows)`` (O(n) per table)."""
+    n_tables = offsets.shape[0]
+    out_o = np.empty_like(offsets)
+    out_r = np.empty((n_tables, rows.shape[1] + len(new_rows)), np.int32)
+    for t in range(n_tables):
+        b = np.concatenate([_buckets_of_positions(offsets[t]), bucket_of(codes[:, t], bits)])
+        out_o[t], out_r[t] = _csr(b, np.concatenate([rows[t], new_rows]), bits)
+    return out_o, out_r
 
 
-def lookup(keys: np.ndarray, rows: np.ndarray, probe_keys: np.ndarray, *, with_probe: bool = False):
+def drop(offsets, rows, alive: np.ndarray, new_row: np.ndarray, bits):
+    """Remove rows where ``alive`` is False and renumber the rest through ``new_row``."""
+    n_tables = offsets.shape[0]
+    n_alive = int(alive.sum())
+    out_o = np.empty_like(offsets)
+    out_r = np.empty((n_tables, n_alive), np.int32)
+    for t in range(n_tables):
+        keep = alive[rows[t]]
+        b = _buckets_of_positions(offsets[t])[keep]
+        out_o[t], out_r[t] = _csr(b, new_row[rows[t][keep]], bits)
+    return out_o, out_r
+
+
+def lookup(offsets: np.ndarray, rows: np.ndarray, probe_keys: np.ndarray, bits: int, *, with_probe: bool = False,
+           max_pairs: int | None = None):
     """All (query, row) pairs whose bucket matches a probe key.
 
     Parameters
     ----------
-    keys, rows : ndarray, shape (L*n,)
+    offsets : ndarray, shape (L', 2**bits + 1); rows : ndarray, shape (L', n)
+        The tables (only the first ``L <= L'`` are used).
     probe_keys : ndarray, shape (q, L, P)
     with_probe : bool
         Also return each pair's probe index (0..P-1).
+    max_pairs : int, optional
+        Return None instead when there would be more pairs than this (bounds memory).
 
     Returns
     -------
@@ -65,18 +93,25 @@ def lookup(keys: np.ndarray, rows: np.ndarray, probe_keys: np.ndarray, *, with_p
         Candidate pairs; a row may repeat for the same query (several tables/probes).
     """
     q, n_tables, n_probes = probe_keys.shape
-    flat = _tagged(probe_keys.transpose(0, 2, 1)).ravel()  # (q, P, L) order
-    lo = np.searchsorted(keys, flat, side="left")
-    cnt = np.searchsorted(keys, flat, side="right") - lo
+    width, n = offsets.shape[1], rows.shape[1]
+    b = bucket_of(probe_keys, bits)  # (q, L, P)
+    idx = (np.arange(n_tables)[None, :, None] * width + b).ravel()
+    flat_o = offsets.reshape(-1)
+    lo = flat_o[idx].astype(np.int64)
+    cnt = flat_o[idx + 1] - lo
     nz = np.flatnonzero(cnt)
     lo, cnt = lo[nz], cnt[nz]
+    table = (nz // n_probes) % n_tables
     total = int(cnt.sum())
-    # positions lo[i] .. lo[i]+cnt[i]-1 for every probe, without a Python loop
-    pos = np.repeat(lo - np.cumsum(cnt) + cnt, cnt) + np.arange(total)
+    if max_pairs is not None and total > max_pairs:
+        return None
+    # positions lo[i] .. lo[i]+cnt[i]-1 of table t[i], without a Python loop
+    start = lo + table * n
+    pos = np.repeat(start - np.cumsum(cnt) + cnt, cnt) + np.arange(total)
     qidx = np.repeat(nz // (n_tables * n_probes), cnt)
-    out = (qidx.astype(np.int64), rows[pos].astype(np.int64))
+    out = (qidx.astype(np.int64), rows.reshape(-1)[pos].astype(np.int64))
     if with_probe:
-        out += (np.repeat((nz // n_tables) % n_probes, cnt),)
+        out += (np.repeat(nz % n_probes, cnt),)
     return out
 
 

@@ -19,15 +19,15 @@ from . import families, tables
 
 log = logging.getLogger(__name__)
 
-# Sampled queries for tuning: 300 gives recall within about +-0.01 (binomial, k=10).
-TUNE_QUERIES = 300
-HYPERPLANE_BITS = (8, 10, 12, 14, 16, 18, 20, 22)
-HYPERPLANE_TABLES = (2, 4, 6, 8, 12, 16, 24, 32)
-HYPERPLANE_PROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
-BRP_PROJECTIONS = (1, 2, 3, 4, 6, 8, 10)
+# Sampled queries for tuning: 200 x k=10 neighbours gives recall within about +-0.015.
+TUNE_QUERIES = 200
+HYPERPLANE_BITS = (10, 12, 14, 16, 18)
+HYPERPLANE_TABLES = (4, 8, 12, 16, 24, 32)
+HYPERPLANE_PROBES = (1, 2, 4, 8, 16, 32, 64)
+BRP_PROJECTIONS = (2, 4, 6, 8)
 BRP_TABLES = (4, 8, 16, 32)
-BRP_WIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)  # x the projections' standard deviation
-MINHASH_ROWS = (1, 2, 3, 4, 5, 6)
+BRP_WIDTHS = (0.5, 1.0, 2.0, 4.0)  # x the projections' standard deviation
+MINHASH_ROWS = (1, 2, 3, 4, 6)
 MINHASH_TABLES = (8, 16, 32, 64)
 # Estimated cost in microseconds: re-ranking a candidate (gather + dot at d=1280) vs one
 # bucket lookup vs per-table overhead; measured on the benchmark machine, rough but it
@@ -95,8 +95,11 @@ def tune(index, X: np.ndarray) -> dict:
     return {"best": best, "trials": trials, "seconds": time.perf_counter() - t0, "queries": len(qrows)}
 
 
-def _evaluate(keys, rows, pk, qrows, truth, n):
-    qi, r = tables.lookup(keys, rows, pk)
+def _evaluate(keys, rows, pk, qrows, truth, n, bits):
+    found = tables.lookup(keys, rows, pk, bits, max_pairs=TUNE_MAX_ENTRIES)
+    if found is None:  # far too many candidates: as good as a full scan
+        return 1.0, float(n)
+    qi, r = found
     qi, r = tables.unique_pairs(qi, r, n)
     return _recall(qi, r, qrows, truth, n)
 
@@ -105,13 +108,13 @@ def _grid(values, fixed):
     return [v for v in values if fixed is None or v == fixed] or [fixed]
 
 
-def _first_probe_per_pair(keys, rows, pk, n):
+def _first_probe_per_pair(keys, rows, pk, n, bits):
     """For every (query, row) candidate pair: the smallest probe index that reaches it.
 
     One lookup with all probes replaces one lookup per probe count: the probe lists are
     nested (the first P probes of a longer list are the P-probe list).
     """
-    qi, r, probe = tables.lookup(keys, rows, pk, with_probe=True)
+    qi, r, probe = tables.lookup(keys, rows, pk, bits, with_probe=True)
     shift = np.int64(max(int(pk.shape[2] - 1).bit_length(), 1))
     combined = (qi * np.int64(n) + r) << shift | probe.astype(np.int64)
     combined.sort()  # one int64 sort: by pair, then by probe
@@ -135,7 +138,8 @@ def _tune_hyperplane(index, X, qrows, truth):
     trials = []
     best_cost = np.inf  # cheapest setting found so far that reaches the target
     for K in reversed(bits_grid):  # many bits first: few candidates, cheap to measure
-        keys, rows = tables.build(families.pack_bits(signs[:, :, :K]))
+        bits = tables.bucket_bits(K, n)
+        keys, rows = tables.build(families.pack_bits(signs[:, :, :K]), bits)
         probes = [P for P in probes_grid if P <= 1 << min(K, families.PROBE_BITS)]
         pk_all = families.probe_from_projection(proj_q[:, :, :K], max(probes))
         for L in tables_grid:
@@ -145,7 +149,7 @@ def _tune_hyperplane(index, X, qrows, truth):
             # Bound memory: expected (query, table, probe, row) entries of the lookup.
             per_probe = len(qrows) * L * n / 2.0**K
             p_cap = max([P for P in probes if P <= p_cap and P * per_probe <= TUNE_MAX_ENTRIES] or [1])
-            pair, first = _first_probe_per_pair(*tables.first_tables(keys, rows, L), pk_all[:, :L, :p_cap], n)
+            pair, first = _first_probe_per_pair(keys, rows, pk_all[:, :L, :p_cap], n, bits)
             notself = ~np.isin(pair, self_pairs)
             pair, first = pair[notself], first[notself]
             pos = np.minimum(np.searchsorted(pair, want), max(len(pair) - 1, 0))
@@ -183,10 +187,11 @@ def _tune_brp(index, X, qrows, truth):
         for K in proj_grid:
             h = np.floor((proj[:, :, :K] + unit_offsets[:, :K] * r) / r).astype(np.int64)
             codes = families._mix(h)
-            keys, rows = tables.build(codes)
+            bits = tables.bucket_bits(None, n)
+            keys, rows = tables.build(codes, bits)
             for L in tables_grid:
                 pk = codes[qrows, :L, None]
-                rec, cand = _evaluate(*tables.first_tables(keys, rows, L), pk, qrows, truth, n)
+                rec, cand = _evaluate(keys, rows, pk, qrows, truth, n, bits)
                 trials.append({"n_bits": K, "n_tables": L, "bucket_length": r, "recall": rec, "candidates": cand,
                                "cost": _cost(cand, L, 1, dim)})
                 if rec >= index.target_recall or cand > MAX_CANDIDATE_SHARE * n:
@@ -204,9 +209,10 @@ def _tune_minhash(index, X, qrows, truth):
     trials = []
     for K in rows_grid:
         codes = families._mix(sig[:, :, :K])
-        keys, rows = tables.build(codes)
+        bits = tables.bucket_bits(None, n)
+        keys, rows = tables.build(codes, bits)
         for L in tables_grid:
-            rec, cand = _evaluate(*tables.first_tables(keys, rows, L), codes[qrows, :L, None], qrows, truth, n)
+            rec, cand = _evaluate(keys, rows, codes[qrows, :L, None], qrows, truth, n, bits)
             trials.append({"n_bits": K, "n_tables": L, "recall": rec, "candidates": cand, "cost": _cost(cand, L, 1, dim)})
             if rec >= index.target_recall or cand > MAX_CANDIDATE_SHARE * n:
                 break

@@ -1,0 +1,108 @@
+"""A generator of messy input: damaged, odd and hostile files built from a few real-looking images.
+
+``build_corpus(root, originals, seed)`` writes the files and returns ``{relative path: kind}``
+where kind starts with ``good:`` (must be indexed) or ``bad:`` (must be skipped with a reason).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _jpeg(im, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def _png(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def oriented(im: Image.Image, orientation: int) -> Image.Image:
+    """The stored pixels that display as ``im`` under EXIF ``orientation`` (1-8)."""
+    inverse = {1: None, 2: Image.FLIP_LEFT_RIGHT, 3: Image.ROTATE_180, 4: Image.FLIP_TOP_BOTTOM,
+               5: Image.TRANSPOSE, 6: Image.ROTATE_90, 7: Image.TRANSVERSE, 8: Image.ROTATE_270}[orientation]
+    return im if inverse is None else im.transpose(inverse)
+
+
+def build_corpus(root: Path, originals: list[Image.Image], seed: int = 0, copies: int = 12) -> dict[str, str]:
+    """Write the messy corpus under ``root``; see the module docstring."""
+    rng = np.random.default_rng(seed)
+    kinds: dict[str, str] = {}
+    root.mkdir(parents=True, exist_ok=True)
+
+    def put(rel: str, data: bytes, kind: str):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        kinds[rel] = kind
+
+    for n, im in enumerate(originals):
+        im = im.convert("RGB")
+        jpg = _jpeg(im)
+        put(f"good/orig_{n}.jpg", jpg, "good:original")
+        for c in range(copies):  # truncated at random offsets (keeping at least the header)
+            cut = int(rng.integers(200, max(201, len(jpg) - 64)))
+            put(f"bad/trunc_{n}_{c}.jpg", jpg[:cut], "bad:truncated")
+        for c in range(copies):  # byte flips in the header
+            b = bytearray(jpg)
+            for pos in rng.integers(0, 24, 4):
+                b[pos] ^= 0xFF
+            put(f"bad/headerflip_{n}_{c}.jpg", bytes(b), "bad:header-flip")
+        for c in range(copies // 2):  # byte flips in the data: may decode (garbled) or fail
+            b = bytearray(jpg)
+            for pos in rng.integers(len(b) // 3, len(b) - 2, 8):
+                b[pos] ^= int(rng.integers(1, 255))
+            put(f"either/dataflip_{n}_{c}.jpg", bytes(b), "either:data-flip")
+        png = _png(im)
+        put(f"bad/trunc_{n}.png", png[: len(png) // 2], "bad:truncated")
+        for o in range(1, 9):  # EXIF orientations 1..8, stored so they display upright
+            exif = Image.Exif()
+            exif[EXIF_ORIENTATION] = o
+            put(f"good/exif/orient{o}_{n}.jpg", _jpeg(oriented(im, o), exif=exif), f"good:exif{o}")
+        put(f"good/modes/cmyk_{n}.jpg", _jpeg(im.convert("CMYK")), "good:cmyk")
+        g16 = (np.asarray(im.convert("L"), np.uint16) * 257).astype("<u2")
+        put(f"good/modes/gray16_{n}.png", _png(Image.fromarray(g16)), "good:16bit")
+        pal = im.convert("P", palette=Image.ADAPTIVE)
+        pal.info["transparency"] = 0
+        buf = io.BytesIO()
+        pal.save(buf, format="PNG", transparency=0)
+        put(f"good/modes/palette_alpha_{n}.png", buf.getvalue(), "good:palette-alpha")
+        put(f"good/modes/la_{n}.png", _png(im.convert("LA")), "good:LA")
+        frames = [im, im.rotate(90), im.rotate(180)]
+        buf = io.BytesIO()
+        frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=40)
+        put(f"good/anim/anim_{n}.gif", buf.getvalue(), "good:animated-gif")
+        buf = io.BytesIO()
+        frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=40)
+        put(f"good/anim/anim_{n}.webp", buf.getvalue(), "good:animated-webp")
+        put(f"good/names/ünïcødé 写真 {n}.jpg", jpg, "good:unicode-name")
+        put(f"good/names/with space {n}.jpg", jpg, "good:space-name")
+        put(f"good/names/new\nline {n}.jpg", jpg, "good:newline-name")
+    put("bad/empty.jpg", b"", "bad:empty")
+    put("bad/text.jpg", b"just some text, not a JPEG\n" * 20, "bad:text")
+    put("bad/page.png", b"<!doctype html><html><body>404 Not Found</body></html>", "bad:html")
+    bomb = Image.new("1", (30000, 30000))  # 900 MP, a tiny file
+    buf = io.BytesIO()
+    bomb.save(buf, format="PNG")
+    put("bad/bomb.png", buf.getvalue(), "bad:bomb")
+    put("bad/unreadable.jpg", _jpeg(originals[0].convert("RGB")), "bad:unreadable")
+    if os.geteuid() != 0:
+        (root / "bad/unreadable.jpg").chmod(0)
+    else:  # root reads anything: make it a dangling symlink instead
+        (root / "bad/unreadable.jpg").unlink()
+        (root / "bad/unreadable.jpg").symlink_to(root / "does-not-exist.jpg")
+    (root / "loop").mkdir(exist_ok=True)
+    (root / "loop" / "again").symlink_to(root / "loop")  # symlink loop
+    (root / "folder.jpg").mkdir(exist_ok=True)  # a directory named like an image
+    return kinds
