@@ -18,7 +18,7 @@ EXIF_ORIENTATION = 0x0112
 
 def _jpeg(im, **kw) -> bytes:
     buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=90, **kw)
+    im.save(buf, format="JPEG", quality=95, subsampling=0, **kw)  # 4:4:4: chroma not shifted by rotation
     return buf.getvalue()
 
 
@@ -54,9 +54,9 @@ def build_corpus(root: Path, originals: list[Image.Image], seed: int = 0, copies
         for c in range(copies):  # truncated at random offsets (keeping at least the header)
             cut = int(rng.integers(200, max(201, len(jpg) - 64)))
             put(f"bad/trunc_{n}_{c}.jpg", jpg[:cut], "bad:truncated")
-        for c in range(copies):  # byte flips in the header
+        for c in range(copies):  # byte flips in the header, always including the SOI marker
             b = bytearray(jpg)
-            for pos in rng.integers(0, 24, 4):
+            for pos in [int(rng.integers(0, 2))] + rng.integers(2, 24, 3).tolist():
                 b[pos] ^= 0xFF
             put(f"bad/headerflip_{n}_{c}.jpg", bytes(b), "bad:header-flip")
         for c in range(copies // 2):  # byte flips in the data: may decode (garbled) or fail

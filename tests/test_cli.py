@@ -87,3 +87,17 @@ def test_index_with_lsh_prints_recall_and_search_modes(tmp_path, image_folder):
         assert data["method"] == method and data["results"][0]["path"] == q
     res = runner.invoke(app, ["info", "--db", str(db), "--json"])
     assert json.loads(res.output)["lsh"]["up_to_date"] is True
+
+
+def test_eval_command(tmp_path, image_folder):
+    db = str(tmp_path / "db")
+    assert runner.invoke(app, ["index", str(image_folder), "--db", db, "--lsh"]).exit_code == 0
+    out = tmp_path / "eval.json"
+    res = runner.invoke(app, ["eval", "--db", db, "-k", "3", "--near-dup", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert 0 <= data["class_retrieval"]["map"] <= 1
+    nd = data["near_duplicates"]
+    assert nd["originals"] == 4 and set(nd["edits"]) >= {"crop", "jpeg_q30", "flip", "text_overlay"}
+    assert 0 <= nd["group_map"] <= 1 and 0 <= nd["edits"]["jpeg_q30"]["recall_at_3"] <= 1
+    assert 0 <= data["lsh"]["recall_at_k"] <= 1

@@ -241,6 +241,53 @@ def dupes(
         out.print(f"sheet written to {sheet}")
 
 
+@app.command("eval")
+def evaluate(
+    db: DbOpt = DEFAULT_DB,
+    k: Annotated[int, typer.Option("-k", "--k", help="Cut-off for P@k and recall@k.")] = 10,
+    near_dup: Annotated[int, typer.Option(help="Originals to edit for the near-duplicate test (0 = skip).")] = 100,
+    ignore_label: Annotated[Optional[list[str]], typer.Option(help="Leave images with this label out of P@k/mAP.")] = None,
+    out_json: Annotated[Optional[Path], typer.Option("--out", help="Also write the results as JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and edits.")] = 0,
+):
+    """Measure quality: class retrieval (P@1, P@k, mAP; labels = folder names), near-duplicate
+    robustness per edit type, and the LSH index's recall@k against exact search."""
+    import numpy as np
+
+    from . import evaluate as ev
+
+    col = _open(db, read_only=True)
+    if len(col) < 2:
+        _fail("The collection needs at least 2 images to evaluate.")
+    results: dict = {"db": str(col.path), "images": len(col)}
+    labels = col.labels
+    keep = [i for i, lab in enumerate(labels) if lab not in set(ignore_label or [])]
+    if len(set(labels[i] for i in keep)) > 1:
+        emb = np.asarray(col.embeddings)[keep]
+        results["class_retrieval"] = ev.class_retrieval(emb, [labels[i] for i in keep], k=k)
+        r = results["class_retrieval"]
+        out.print(f"class retrieval ({r['n']} images, leave-one-out): P@1 {r['p_at_1']:.3f}  "
+                  f"P@{k} {r['p_at_k']:.3f}  mAP {r['map']:.3f}", highlight=False)
+    if near_dup:
+        nd = ev.near_duplicate_robustness(col, n_originals=near_dup, seed=seed, k=k)
+        results["near_duplicates"] = nd
+        tab = Table("edit", "recall@1", f"recall@{k}",
+                    title=f"near-duplicate robustness ({nd['originals']} originals); group mAP {nd['group_map']:.3f}",
+                    title_justify="left")
+        for name, v in nd["edits"].items():
+            tab.add_row(name, f"{v['recall_at_1']:.3f}", f"{v[f'recall_at_{k}']:.3f}")
+        out.print(tab)
+    if col.lsh is not None:
+        from .lsh.tune import measure
+
+        rec, cand = measure(col.lsh, np.asarray(col.embeddings), k=k, seed=seed)
+        results["lsh"] = {"recall_at_k": rec, "candidates": cand, "k": k}
+        out.print(f"LSH recall@{k} vs exact: {rec:.3f} ({cand:.0f} candidates/query)", highlight=False)
+    if out_json:
+        out_json.write_text(json.dumps(results, indent=2))
+        out.print(f"results written to {out_json}")
+
+
 @app.command()
 def serve(
     db: DbOpt = DEFAULT_DB,

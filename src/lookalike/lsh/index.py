@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import families, tables
+from . import _kernels, families, tables
 from .families import FAMILIES, Family, make_family
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,8 @@ class LSHIndex:
         those whose hash bits are closest to the query's.
         """
         pk = self.family_.probe_keys(Q, n_probes or self.n_probes_)
+        if len(Q) == 1 and _kernels.query_candidates is not None:  # compiled latency path
+            return self._candidates_one(pk, filtered)
         qi, rows = tables.lookup(self._keys, self._rows, pk, self.bucket_bits_)
         qi, rows = tables.unique_pairs(qi, rows, len(self._X))
         keep = self._alive[rows]
@@ -236,6 +238,16 @@ class LSHIndex:
             keep = (np.arange(len(qi)) - starts[qi]) < self.rerank
             qi, rows = qi[keep], rows[keep]
         return qi, rows
+
+    def _candidates_one(self, pk, filtered):
+        buckets = tables.bucket_of(pk[0], self.bucket_bits_)
+        use_codes = self._codes is not None
+        codes = self._codes if use_codes else np.empty((0, len(self._X)), np.uint64)
+        qcode = families.hamming_codes(pk[:, :, 0], self.n_bits_)[0] if use_codes else np.empty(0, np.uint64)
+        rows, ham = _kernels.query_candidates(self._keys, self._rows, buckets, codes, qcode, self._alive)
+        if filtered and use_codes and len(rows) > self.rerank:
+            rows = rows[np.argpartition(ham, self.rerank - 1)[: self.rerank]]
+        return np.zeros(len(rows), np.int64), rows
 
     def _rerank(self, Q, qi, rows, exclude_rows=None):
         """Exact cosine of each candidate pair; ``qi`` must be sorted (one gemv per query)."""
