@@ -228,3 +228,25 @@ def test_damaged_lsh_file_is_detected(collection, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptCollectionError, match=path.name):
         Collection.open(tmp_path / "db").lsh
+
+
+@pytest.mark.slow
+def test_int8_engine_is_calibrated_on_the_collection_and_kept_with_it(tmp_path, image_folder, collection):
+    col = Collection.create(tmp_path / "db8", engine="onnx-int8")
+    col.index(image_folder)
+    assert (tmp_path / "db8" / "encoder-int8.onnx").exists()
+    assert col.manifest["int8_model"]["calibration_images"] == 12
+    fp32 = dict(zip(collection.paths, np.asarray(collection.embeddings)))
+    cos = [float(v @ fp32[p]) for p, v in zip(col.paths, np.asarray(col.embeddings))]
+    assert np.median(cos) >= 0.97, cos
+    again = Collection.open(tmp_path / "db8")
+    q = image_folder / "dogs" / "img_04.jpg"
+    assert again.search(q, k=1)[0].path == str(q)
+    with pytest.raises(CollectionError, match="int8"):
+        Collection.open(tmp_path / "db8", engine="onnx").encoder
+    model = tmp_path / "db8" / "encoder-int8.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(CorruptCollectionError, match="encoder-int8.onnx"):
+        Collection.open(tmp_path / "db8").encoder

@@ -184,8 +184,9 @@ class Collection:
         path : path, default ``./lookalike-index``
         encoder : str, optional
             Registered encoder name (default ``efficientnet-lite0``).
-        engine : {"onnx", "torch"}, optional
-            Inference engine for this session (not stored).
+        engine : {"onnx", "onnx-int8", "torch"}, optional
+            The collection's engine (stored; default ``onnx``). ``onnx-int8`` is calibrated
+            on the collection's own images at the first ``index``.
         overwrite : bool, default False
             Replace an existing collection at ``path`` (its files are deleted).
         """
@@ -705,7 +706,7 @@ class Collection:
                  and prev.get("target_recall") == target_recall
                  and prev.get("tuned_at", 0) / 2 <= len(self) <= prev.get("tuned_at", 0) * 2)
         if reuse:
-            params = {key: prev[key] for key in ("n_tables", "n_bits", "n_probes", "bucket_length", "top_dims")
+            params = {key: prev[key] for key in ("n_tables", "n_bits", "n_probes", "bucket_length", "top_dims", "rerank")
                       if prev.get(key) is not None}
         t0 = time.perf_counter()
         index = LSHIndex(family=family, target_recall=target_recall, k=k, **params).fit(self._embeddings, self.ids)

@@ -144,10 +144,17 @@ class LSHIndex:
         # (words, n): word-major, so a candidate's Hamming distance is a sum over a few rows
         self._codes = np.ascontiguousarray(families.hamming_codes(codes, self.n_bits_).T) if self._uses_hamming() else None
         self._row_of_id = None
+        self.rerank_ = self.rerank
         if self.tuning_ is not None:
             from .tune import measure
 
             self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed)
+            # The tuner measured recall before the Hamming cut; widen the cut until the
+            # final index reaches the target too (real embeddings need more than synthetic).
+            while (self._codes is not None and self.recall_ < self.target_recall
+                   and self.rerank_ < self.candidates_):
+                self.rerank_ *= 2
+                self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed)
         return self
 
     # Bits needed before Hamming distance is a good enough angle estimate to filter on.
@@ -224,18 +231,18 @@ class LSHIndex:
         qi, rows = tables.unique_pairs(qi, rows, len(self._X))
         keep = self._alive[rows]
         qi, rows = qi[keep], rows[keep]
-        if filtered and self._codes is not None and len(rows) > self.rerank:
+        if filtered and self._codes is not None and len(rows) > self.rerank_:
             qcodes = families.hamming_codes(pk[:, :, 0], self.n_bits_)  # (q, words)
             cand = np.take(self._codes, rows, axis=1)  # (words, c); np.take beats fancy indexing 3x here
             cand ^= qcodes[0][:, None] if len(Q) == 1 else qcodes[qi].T
             ham = np.bitwise_count(cand).sum(axis=0, dtype=np.int32)
             if len(Q) == 1:
-                best = np.argpartition(ham, self.rerank - 1)[: self.rerank]
+                best = np.argpartition(ham, self.rerank_ - 1)[: self.rerank_]
                 return qi[best], rows[best]
             order = np.lexsort((ham, qi))
             qi, rows = qi[order], rows[order]
             starts = np.searchsorted(qi, np.arange(len(Q)))
-            keep = (np.arange(len(qi)) - starts[qi]) < self.rerank
+            keep = (np.arange(len(qi)) - starts[qi]) < self.rerank_
             qi, rows = qi[keep], rows[keep]
         return qi, rows
 
@@ -245,8 +252,8 @@ class LSHIndex:
         codes = self._codes if use_codes else np.empty((0, len(self._X)), np.uint64)
         qcode = families.hamming_codes(pk[:, :, 0], self.n_bits_)[0] if use_codes else np.empty(0, np.uint64)
         rows, ham = _kernels.query_candidates(self._keys, self._rows, buckets, codes, qcode, self._alive)
-        if filtered and use_codes and len(rows) > self.rerank:
-            rows = rows[np.argpartition(ham, self.rerank - 1)[: self.rerank]]
+        if filtered and use_codes and len(rows) > self.rerank_:
+            rows = rows[np.argpartition(ham, self.rerank_ - 1)[: self.rerank_]]
         return np.zeros(len(rows), np.int64), rows
 
     def _rerank(self, Q, qi, rows, exclude_rows=None):
@@ -355,7 +362,7 @@ class LSHIndex:
         """The fitted parameters and measured quality (JSON-ready)."""
         return {"family": self.family, "n_tables": self.n_tables_, "n_bits": self.n_bits_, "n_probes": self.n_probes_,
                 "bucket_length": self.bucket_length_, "top_dims": self.top_dims, "k": self.k, "seed": self.seed,
-                "target_recall": self.target_recall, "recall": self.recall_, "rerank": self.rerank,
+                "target_recall": self.target_recall, "recall": self.recall_, "rerank": getattr(self, "rerank_", self.rerank),
                 "candidates": getattr(self, "candidates_", None), "dtype": self.dtype,
                 "bucket_bits": getattr(self, "bucket_bits_", None)}
 
@@ -413,6 +420,7 @@ class LSHIndex:
         index.n_tables_, index.n_bits_, index.n_probes_ = p["n_tables"], p["n_bits"], p["n_probes"]
         index.bucket_length_, index.recall_, index.candidates_ = p["bucket_length"], p["recall"], p["candidates"]
         index.tuning_ = None
+        index.rerank_ = index.rerank
         state = {k[len("family__"):]: data[k] for k in data.files if k.startswith("family__")}
         index.family_ = FAMILIES[p["family"]].from_state(state)
         index._keys, index._rows, index._ids = data["keys"], data["rows"], data["ids"]

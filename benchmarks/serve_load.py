@@ -1,0 +1,177 @@
+"""Load test of `lookalike serve` on loopback (not a test).
+
+    python benchmarks/serve_load.py [--clients 32] [--seconds 30] [--abuse]
+
+Starts the server in a subprocess on 127.0.0.1 over a collection (by default 600 Caltech-101
+images indexed into benchmarks/.cache), then runs N concurrent clients for a fixed time,
+mixing image uploads, id searches and thumbnails; with --abuse it also mixes in damaged
+uploads, oversized bodies and path-traversal attempts. Reports req/s, p50/p99 latency,
+status counts, 5xx (must be 0) and the server's peak RSS; writes benchmarks/results/serve-*.json.
+Traffic goes only to 127.0.0.1; every loop is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("LOOKALIKE_DATA", HERE.parent.parent / "shared" / "data"))
+
+TRAVERSALS = ["/api/images/../../etc/passwd", "/api/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+              "/api/thumbs/..%2F..%2Fetc%2Fpasswd", "/..%2f..%2fetc/passwd", "/api/images/-1",
+              "/api/images/%2Fetc%2Fpasswd", "/static/../../etc/passwd"]
+
+
+def _collection(n: int) -> Path:
+    db = HERE / ".cache" / f"serve-db-{n}"
+    if not (db / "manifest.json").exists():
+        from lookalike import Collection
+
+        files = sorted((DATA / "caltech101").rglob("*.jpg"))
+        pick = np.random.default_rng(0).choice(len(files), n, replace=False)
+        Collection.create(db).add([files[i] for i in sorted(pick)])
+    return db
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def run(args, port, pid, uploads, n_ids):
+    import httpx
+
+    lat: dict[str, list[float]] = {}
+    status: Counter = Counter()
+    unexpected: list[str] = []
+    rss = [_rss_mb(pid)]
+    deadline = time.monotonic() + args.seconds
+    rng = random.Random(0)
+    big = b"\xff\xd8" + os.urandom(1024) * (25 * 1024)  # 25 MB > the 20 MB cap
+
+    def pick():
+        r = rng.random()
+        if args.abuse and r < 0.25:
+            return rng.choice(["damaged", "oversized", "traversal", "traversal", "badjson"])
+        return "upload" if r < 0.6 else ("id" if r < 0.9 else "thumb")
+
+    async def client(c: httpx.AsyncClient):
+        while time.monotonic() < deadline:
+            kind = pick()
+            t = time.perf_counter()
+            try:
+                if kind == "upload":
+                    name, data = rng.choice(uploads)
+                    r = await c.post("/api/search?k=10", files={"image": (name, data, "image/jpeg")})
+                    ok = r.status_code == 200
+                elif kind == "id":
+                    r = await c.post("/api/search", json={"id": rng.randrange(n_ids), "k": 10})
+                    ok = r.status_code == 200
+                elif kind == "thumb":
+                    r = await c.get(f"/api/thumbs/{rng.randrange(n_ids)}")
+                    ok = r.status_code == 200
+                elif kind == "damaged":
+                    name, data = rng.choice(uploads)
+                    cut = data[: rng.randrange(10, max(11, len(data) // 2))]
+                    r = await c.post("/api/search", files={"image": (name, cut, "image/jpeg")})
+                    ok = r.status_code in (200, 422)  # a cut JPEG may still decode
+                elif kind == "oversized":
+                    r = await c.post("/api/search", files={"image": ("big.jpg", big, "image/jpeg")})
+                    ok = r.status_code == 413
+                elif kind == "traversal":
+                    r = await c.get(rng.choice(TRAVERSALS))
+                    ok = r.status_code in (404, 405, 422) and b"root:" not in r.content
+                else:
+                    r = await c.post("/api/search", content=b"{not json", headers={"content-type": "application/json"})
+                    ok = r.status_code == 422
+                status[r.status_code] += 1
+                if not ok:
+                    unexpected.append(f"{kind} -> {r.status_code}")
+            except httpx.HTTPError as e:
+                status[type(e).__name__] += 1
+                unexpected.append(f"{kind} -> {type(e).__name__}")
+            lat.setdefault(kind, []).append(time.perf_counter() - t)
+
+    async def sampler():
+        while time.monotonic() < deadline:
+            rss.append(_rss_mb(pid))
+            await asyncio.sleep(0.5)
+
+    limits = httpx.Limits(max_connections=args.clients)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as c:
+        t0 = time.monotonic()
+        await asyncio.gather(sampler(), *(client(c) for _ in range(args.clients)))
+        wall = time.monotonic() - t0
+    return lat, status, unexpected, rss, wall
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--images", type=int, default=600)
+    ap.add_argument("--abuse", action="store_true")
+    args = ap.parse_args()
+    db = _collection(args.images)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import httpx
+
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        files = sorted((DATA / "caltech101").rglob("*.jpg"))[::97][:40]  # mostly not in the sample
+        uploads = [(p.name, p.read_bytes()) for p in files]
+        n_ids = int(httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["images"])
+        lat, status, unexpected, rss, wall = asyncio.run(run(args, port, server.pid, uploads, n_ids))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    total = sum(len(v) for v in lat.values())
+    all_lat = np.concatenate([np.asarray(v) for v in lat.values()])
+    n5xx = sum(v for k, v in status.items() if isinstance(k, int) and k >= 500)
+    result = {"benchmark": "serve_load", "date": time.strftime("%Y-%m-%d"),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "clients": args.clients,
+              "seconds": round(wall, 1), "abuse": args.abuse, "collection_images": n_ids, "requests": total,
+              "req_per_s": round(total / wall, 1), "p50_ms": round(float(np.percentile(all_lat, 50)) * 1000, 1),
+              "p99_ms": round(float(np.percentile(all_lat, 99)) * 1000, 1),
+              "status": {str(k): v for k, v in sorted(status.items(), key=str)}, "5xx": n5xx,
+              "unexpected": len(unexpected), "unexpected_examples": unexpected[:10],
+              "server_rss_mb_start": round(rss[0]), "server_rss_mb_max": round(max(rss)),
+              "server_rss_mb_end": round(rss[-1]),
+              "per_kind": {k: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)) * 1000, 1),
+                               "p99_ms": round(float(np.percentile(v, 99)) * 1000, 1)} for k, v in lat.items()}}
+    out = HERE / "results" / f"serve-{'abuse' if args.abuse else 'normal'}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print("\n| mix | clients | s | requests | req/s | p50 ms | p99 ms | 5xx | unexpected | server RSS MB (start/max/end) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {'with abuse' if args.abuse else 'normal'} | {args.clients} | {result['seconds']} | {total} | "
+          f"{result['req_per_s']} | {result['p50_ms']} | {result['p99_ms']} | {n5xx} | {len(unexpected)} | "
+          f"{result['server_rss_mb_start']}/{result['server_rss_mb_max']}/{result['server_rss_mb_end']} |")
+
+
+if __name__ == "__main__":
+    main()
