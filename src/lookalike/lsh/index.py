@@ -144,7 +144,7 @@ class LSHIndex:
         # (words, n): word-major, so a candidate's Hamming distance is a sum over a few rows
         self._codes = np.ascontiguousarray(families.hamming_codes(codes, self.n_bits_).T) if self._uses_hamming() else None
         self._row_of_id = None
-        self.rerank_ = self.rerank
+        self.rerank_ = self.tuning_["best"].get("rerank", self.rerank) if self.tuning_ else self.rerank
         if self.tuning_ is not None:
             from .tune import measure
 

@@ -139,7 +139,8 @@ def _tune_hyperplane(index, X, qrows, truth):
     best_cost = np.inf  # cheapest setting found so far that reaches the target
     for K in reversed(bits_grid):  # many bits first: few candidates, cheap to measure
         bits = tables.bucket_bits(K, n)
-        keys, rows = tables.build(families.pack_bits(signs[:, :, :K]), bits)
+        codes_k = families.pack_bits(signs[:, :, :K])
+        keys, rows = tables.build(codes_k, bits)
         probes = [P for P in probes_grid if P <= 1 << min(K, families.PROBE_BITS)]
         pk_all = families.probe_from_projection(proj_q[:, :, :K], max(probes))
         for L in tables_grid:
@@ -156,19 +157,51 @@ def _tune_hyperplane(index, X, qrows, truth):
             truth_first = np.where(pair[pos] == want, first[pos], np.iinfo(np.int16).max) if len(pair) else \
                 np.full(len(want), np.iinfo(np.int16).max)
             counts = np.bincount(first, minlength=max(probes) + 1).cumsum()
-            rerank = index.rerank if index.rerank and L * K >= index._MIN_HAMMING_BITS else None
+            hamming = index.rerank and L * K >= index._MIN_HAMMING_BITS
+            ham = _pair_hamming(codes_k[:, :L], K, pair, qrows, n) if hamming else None
             for P in [P for P in probes if P <= p_cap]:
                 cand = float(counts[P - 1] / nq)
                 rec = float((truth_first < P).mean())
-                cost = _cost(cand, L, P, dim, rerank)
-                trials.append({"n_bits": K, "n_tables": L, "n_probes": P, "recall": rec, "candidates": cand,
-                               "cost": cost})
-                if rec >= index.target_recall:
-                    best_cost = min(best_cost, cost)
+                trial = {"n_bits": K, "n_tables": L, "n_probes": P, "recall": rec, "candidates": cand,
+                         "cost": _cost(cand, L, P, dim, index.rerank if hamming else None)}
+                if hamming and rec >= index.target_recall:
+                    # the index keeps only the `rerank` candidates nearest in Hamming distance
+                    trial = _with_hamming_cut(trial, index, pair, first < P, ham, want, nq, n, dim)
+                trials.append(trial)
+                if trial["recall"] >= index.target_recall:
+                    best_cost = min(best_cost, trial["cost"])
                     break
-                if cand > MAX_CANDIDATE_SHARE * n or cost >= best_cost:
+                if cand > MAX_CANDIDATE_SHARE * n or trial["cost"] >= best_cost:
                     break
     return trials
+
+
+def _pair_hamming(codes, n_bits, pair, qrows, n):
+    """Hamming distance over all hash bits between each (query, row) pair's query and row."""
+    packed = families.hamming_codes(codes, n_bits)  # (n, W)
+    qi, r = pair // n, pair % n
+    return np.bitwise_count(np.take(packed, r, axis=0) ^ np.take(packed, qrows[qi], axis=0)).sum(
+        axis=1, dtype=np.int32)
+
+
+def _with_hamming_cut(trial, index, pair, mask, ham, want, nq, n, dim):
+    """Recall after keeping the ``rerank`` Hamming-nearest candidates per query; doubles
+    ``rerank`` until the target is met (or nothing is cut)."""
+    p, h = pair[mask], ham[mask]
+    qi = p // n
+    order = np.lexsort((h, qi))
+    p, qi = p[order], qi[order]
+    rank = np.arange(len(p)) - np.searchsorted(qi, qi)
+    rerank = index.rerank
+    while True:
+        kept = np.sort(p[rank < rerank])
+        pos = np.minimum(np.searchsorted(kept, want), max(len(kept) - 1, 0))
+        rec = float((kept[pos] == want).mean()) if len(kept) else 0.0
+        if rec >= index.target_recall or rerank >= trial["candidates"]:
+            break
+        rerank *= 2
+    cost = _cost(trial["candidates"], trial["n_tables"], trial["n_probes"], dim, rerank)
+    return {**trial, "recall": rec, "recall_before_cut": trial["recall"], "rerank": rerank, "cost": cost}
 
 
 def _tune_brp(index, X, qrows, truth):
