@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 DATA = Path(os.environ.get("LOOKALIKE_DATA", HERE.parent.parent / "shared" / "data"))
 
 from damaged import build_corpus  # noqa: E402
+from killer import run_and_kill  # noqa: E402
 
 from lookalike import Collection, CorruptCollectionError  # noqa: E402
 
@@ -66,7 +66,7 @@ def kills(tmp: Path, trials: int) -> dict:
     from conftest import synthetic_image
 
     root = tmp / "kill-photos"
-    for i in range(48):
+    for i in range(120):
         (root / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
         synthetic_image(1000 + i).save(root / f"d{i % 4}" / f"{i:03d}.jpg")
     ref = Collection.create(tmp / "kill-ref")
@@ -79,11 +79,8 @@ def kills(tmp: Path, trials: int) -> dict:
     for t in range(trials):
         db = tmp / f"kill-db-{t}"
         cmd = [sys.executable, "-m", "lookalike", "index", str(root), "--db", str(db), "--no-progress", "--batch-size", "4"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(float(np.random.default_rng(t).uniform(1.0, 6.0)))
-        finished_before_kill += proc.poll() is not None
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        info = run_and_kill(cmd, env, db, len(reference), seed=t)
+        finished_before_kill += info["finished_before_kill"]
         try:
             if (db / "manifest.json").exists():
                 col = Collection.open(db)

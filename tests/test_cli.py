@@ -101,3 +101,25 @@ def test_eval_command(tmp_path, image_folder):
     assert nd["originals"] == 4 and set(nd["edits"]) >= {"crop", "jpeg_q30", "flip", "text_overlay"}
     assert 0 <= nd["group_map"] <= 1 and 0 <= nd["edits"]["jpeg_q30"]["recall_at_3"] <= 1
     assert 0 <= data["lsh"]["recall_at_k"] <= 1
+
+
+def test_search_with_a_folder_of_queries(db, image_folder, tmp_path):
+    qdir = tmp_path / "queries"
+    qdir.mkdir()
+    Image.open(image_folder / "cats" / "img_01.jpg").save(qdir / "a.png")
+    (qdir / "broken.jpg").write_text("nope")
+    res = runner.invoke(app, ["search", str(qdir), "--db", str(db), "-k", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    by_name = {q["query"].rsplit("/", 1)[1]: q for q in data["queries"]}
+    assert by_name["a.png"]["results"][0]["path"].endswith("img_01.jpg")
+    assert by_name["broken.jpg"]["results"] is None and "not an image" in by_name["broken.jpg"]["error"]
+    res = runner.invoke(app, ["search", str(qdir), "--db", str(db), "-k", "2", "--paths"])
+    assert len(res.output.strip().splitlines()) == 2
+
+
+def test_map_png(db, tmp_path):
+    out = tmp_path / "map.png"
+    res = runner.invoke(app, ["map", str(out), "--db", str(db), "--size", "600"])
+    assert res.exit_code == 0, res.output
+    assert Image.open(out).size == (600 + 260, 600)

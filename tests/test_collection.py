@@ -251,3 +251,17 @@ def test_int8_engine_is_calibrated_on_the_collection_and_kept_with_it(tmp_path, 
     model.write_bytes(bytes(data))
     with pytest.raises(CorruptCollectionError, match="encoder-int8.onnx"):
         Collection.open(tmp_path / "db8").encoder
+
+
+def test_folder_left_by_an_interrupted_create_can_be_reused(tmp_path, image_folder):
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / ".lock").touch()
+    (db / "meta-000001.parquet").write_bytes(b"partial")  # no manifest: a create that died
+    col = Collection.create(db)
+    assert len(col.index(image_folder).skipped) == 0 and len(col) == 12
+    other = tmp_path / "not-a-collection"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(CollectionError, match="not an empty folder"):
+        Collection.create(other)

@@ -2,19 +2,18 @@
 re-run must complete to exactly the full set with no duplicate or partial rows."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from conftest import synthetic_image
+from killer import run_and_kill
 from lookalike import Collection
 
 pytestmark = pytest.mark.slow
-N_IMAGES = 48
+N_IMAGES = 120
 TRIALS = int(os.environ.get("LOOKALIKE_KILL_TRIALS", 4))
 
 
@@ -38,11 +37,8 @@ def test_sigkill_during_index_leaves_a_loadable_collection(tmp_path, corpus, tri
     root, reference = corpus
     db = tmp_path / "db"
     env = dict(os.environ, LOOKALIKE_CHECKPOINT_ROWS="8")
-    rng = np.random.default_rng(trial)
-    proc = subprocess.Popen(_index_cmd(root, db), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(float(rng.uniform(1.0, 5.0)))  # model load ~1-2 s, then 12 batches with 6 commits
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    info = run_and_kill(_index_cmd(root, db), env, db, N_IMAGES, seed=trial)
+    assert not info["finished_before_kill"], info
     if (db / "manifest.json").exists():
         col = Collection.open(db)  # verifies every checksum
         assert len(set(col.paths)) == len(col), "duplicate rows after a kill"

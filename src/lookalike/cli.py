@@ -124,7 +124,7 @@ def index(
 
 @app.command()
 def search(
-    query: Annotated[Path, typer.Argument(help="Query image (indexed or not).")],
+    query: Annotated[Path, typer.Argument(help="Query image (indexed or not), or a folder of query images.")],
     db: DbOpt = DEFAULT_DB,
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
@@ -139,6 +139,8 @@ def search(
 
     if k < 1:
         _fail(f"-k must be at least 1, got {k}")
+    if query.is_dir():
+        return _search_folder(query, db, k, as_json, paths, exact, use_lsh, engine)
     if not query.is_file():
         _fail(f"No such query image: {query}")
     col = _open(db, read_only=True, engine=engine)
@@ -175,6 +177,39 @@ def search(
         out.print(tab)
     if grid is not None and not (as_json or paths):
         out.print(f"grid written to {grid}")
+
+
+def _search_folder(folder, db, k, as_json, paths, exact, use_lsh, engine):
+    from .collection import CollectionError
+    from .images import discover
+
+    col = _open(db, read_only=True, engine=engine)
+    if len(col) == 0:
+        _fail(f"The collection at {db} is empty; add images with: lookalike index FOLDER --db {db}")
+    queries = list(discover(folder))
+    try:
+        method = col.resolve_method("exact" if exact else "lsh" if use_lsh else "auto")
+        results = col.search_many(queries, k=k, method=method)
+    except CollectionError as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps({"method": method, "queries": [
+            {"query": q, "results": [h.to_dict() for h in hits] if hits is not None else None, "error": reason}
+            for q, hits, reason in results]}, indent=2))
+        return
+    for q, hits, reason in results:
+        if paths:
+            for h in hits or []:
+                print(f"{q}\t{h.path}")
+            continue
+        if hits is None:
+            out.print(f"[yellow]skipped[/] {q}: {reason}", highlight=False)
+            continue
+        tab = Table("rank", "score", "label", title=f"{q} ({method} search)", title_justify="left")
+        tab.add_column("path", overflow="fold")
+        for h in hits:
+            tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, h.path)
+        out.print(tab)
 
 
 @app.command()
@@ -239,6 +274,24 @@ def dupes(
             out.print(tab)
     if sheet is not None and fmt == "table":
         out.print(f"sheet written to {sheet}")
+
+
+@app.command("map")
+def map_(
+    out_png: Annotated[Path, typer.Argument(help="Where to write the PNG.")],
+    db: DbOpt = DEFAULT_DB,
+    max_points: Annotated[int, typer.Option(help="Draw at most this many images (seeded sample).")] = 1500,
+    size: Annotated[int, typer.Option(help="Map side in pixels.")] = 2400,
+):
+    """Draw a 2-D map of the collection (PCA -> t-SNE) with thumbnails, coloured by label."""
+    from .viz import embedding_map
+
+    col = _open(db, read_only=True)
+    try:
+        embedding_map(col.embeddings, col.paths, col.labels, out_png, max_points=max_points, size=size)
+    except ValueError as e:
+        _fail(str(e))
+    out.print(f"map of {min(len(col), max_points)} images written to {out_png}")
 
 
 @app.command("eval")

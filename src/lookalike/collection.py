@@ -49,6 +49,12 @@ LSH_MIN_IMAGES = 5_000
 RECOVER_HINT = "Rebuild it from the images with: lookalike index FOLDER --db {db} --rebuild"
 
 
+def _ours(name: str) -> bool:
+    """A file a collection (or an interrupted write of one) leaves in its folder."""
+    return (name in (MANIFEST, LOCK, "encoder-int8.onnx") or bool(_GEN_FILE.match(name))
+            or (name.startswith(".") and ".tmp" in name))
+
+
 def _checkpoint_rows() -> int:
     """Rows between commits; ``$LOOKALIKE_CHECKPOINT_ROWS`` overrides (used by the crash tests)."""
     return int(os.environ.get("LOOKALIKE_CHECKPOINT_ROWS", 0)) or CHECKPOINT_MIN_ROWS
@@ -198,7 +204,7 @@ class Collection:
             for f in path.iterdir():
                 if f.is_file() and (f.name in (MANIFEST, "encoder-int8.onnx") or _GEN_FILE.match(f.name)):
                     f.unlink()
-        elif path.exists() and any(path.iterdir()):
+        elif path.exists() and any(not _ours(f.name) for f in path.iterdir()):
             if not overwrite:
                 raise CollectionError(f"{path} exists and is not an empty folder or a collection; choose another --db.")
         path.mkdir(parents=True, exist_ok=True)
@@ -764,6 +770,23 @@ class Collection:
         else:
             img = images.to_rgb(query)
         return self.encoder.embed_images([img])[0]
+
+    def search_many(self, paths, k: int = 10, *, method: str = "auto", batch_size: int = 32):
+        """Search with many query files (decoded in worker threads, embedded in batches).
+
+        Returns
+        -------
+        list of (path, list of Hit or None, reason or None)
+            In input order; unreadable queries have no hits and a reason.
+        """
+        from .indexer import embed_files
+
+        out = []
+        for batch in embed_files([str(p) for p in paths], self.encoder, batch_size=batch_size):
+            good = [r for r in batch if r.vector is not None]
+            hits = iter(self.search_vectors(np.stack([r.vector for r in good]), k, method=method) if good else [])
+            out += [(r.path, next(hits), None) if r.vector is not None else (r.path, None, r.reason) for r in batch]
+        return out
 
     def search(self, query, k: int = 10, *, method: str = "auto") -> list[Hit]:
         """The ``k`` most similar images to ``query``, best first.

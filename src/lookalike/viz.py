@@ -122,3 +122,56 @@ def duplicate_sheet(groups: Sequence, out: str | os.PathLike, *, max_groups: int
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out
+
+
+def embedding_map(embeddings, paths: Sequence[str], labels: Sequence[str], out: str | os.PathLike, *,
+                  max_points: int = 1500, size: int = 2400, thumb: int = 40, seed: int = 0) -> Path:
+    """Write a 2-D map of the collection: PCA to 50-d, then t-SNE, with a thumbnail at each point.
+
+    Thumbnails get a coloured frame per label (when there is more than one label) and a legend
+    lists the most common labels. At most ``max_points`` images are drawn (a seeded sample).
+    """
+    import numpy as np
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    n = len(paths)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n, size=min(max_points, n), replace=False))
+    X = np.asarray(embeddings[pick] if hasattr(embeddings, "__getitem__") else embeddings, np.float32)
+    if len(pick) < 3:
+        raise ValueError(f"A map needs at least 3 images; the collection has {n}.")
+    Z = PCA(n_components=min(50, X.shape[1], len(pick) - 1), random_state=seed).fit_transform(X)
+    Y = TSNE(n_components=2, perplexity=min(30, max(2, (len(pick) - 1) // 3)), init="pca",
+             random_state=seed).fit_transform(Z)
+    Y = (Y - Y.min(0)) / np.maximum(Y.max(0) - Y.min(0), 1e-9)
+    labs = [labels[i] for i in pick]
+    distinct = sorted(set(labs), key=lambda lab: -labs.count(lab))
+    coloured = len(distinct) > 1
+    palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+               (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0),
+               (128, 128, 0), (0, 0, 128), (128, 128, 128), (255, 215, 0)]
+    colour = {lab: palette[i % len(palette)] for i, lab in enumerate(distinct)}
+    legend_w = 260 if coloured else 0
+    sheet = Image.new("RGB", (size + legend_w, size), "white")
+    draw = ImageDraw.Draw(sheet)
+    margin = thumb
+    for (x, y), i, lab in zip(Y, pick, labs):
+        px, py = int(margin + x * (size - 2 * margin)), int(margin + y * (size - 2 * margin))
+        tile = thumbnail(paths[i], thumb)
+        if coloured:
+            draw.rectangle((px - 3, py - 3, px + thumb + 2, py + thumb + 2), fill=colour[lab])
+        sheet.paste(tile, (px, py))
+    if coloured:
+        font = _font(16)
+        draw.text((size + 10, 10), f"{len(pick)} of {n} images", fill=(20, 20, 20), font=font)
+        for j, lab in enumerate(distinct[:40]):
+            y = 40 + j * 24
+            draw.rectangle((size + 10, y, size + 28, y + 18), fill=colour[lab])
+            draw.text((size + 36, y), f"{lab} ({labs.count(lab)})"[:28], fill=(20, 20, 20), font=font)
+        if len(distinct) > 40:
+            draw.text((size + 10, 40 + 40 * 24), f"... {len(distinct) - 40} more labels", fill=(90, 90, 90), font=font)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
