@@ -372,6 +372,10 @@ class LSHIndex:
         With ``include_vectors=False`` the caller must pass the same vectors to :meth:`load`
         (a collection does this: its embeddings file already holds them).
         """
+        Path(path).write_bytes(self.to_bytes(include_vectors=include_vectors))
+
+    def to_bytes(self, *, include_vectors: bool = False) -> bytes:
+        """The index as ``.npz`` bytes, by default without its vectors (see :meth:`save`)."""
         self._check_fitted()
         self.compact()
         arrays = {f"family__{k}": np.asarray(v) for k, v in self.family_.state().items()}
@@ -380,19 +384,6 @@ class LSHIndex:
             arrays["codes"] = self._codes
         if include_vectors:
             arrays["vectors"] = self._X
-        meta = {"format_version": INDEX_FORMAT_VERSION, "params": self.params()}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        Path(path).write_bytes(buf.getvalue())
-
-    def to_bytes(self) -> bytes:
-        """The index without its vectors, as bytes (see :meth:`save`)."""
-        self.compact()
-        arrays = {f"family__{k}": np.asarray(v) for k, v in self.family_.state().items()}
-        arrays.update(keys=self._keys, rows=self._rows, ids=self._ids)
-        if self._codes is not None:
-            arrays["codes"] = self._codes
         meta = {"format_version": INDEX_FORMAT_VERSION, "params": self.params()}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         buf = io.BytesIO()
