@@ -265,3 +265,23 @@ def test_folder_left_by_an_interrupted_create_can_be_reused(tmp_path, image_fold
     (other / "notes.txt").write_text("mine")
     with pytest.raises(CollectionError, match="not an empty folder"):
         Collection.create(other)
+
+
+def test_flip_average_and_query_expansion(tmp_path, image_folder, collection):
+    col = Collection.create(tmp_path / "flip", flip_average=True)
+    col.index(image_folder)
+    assert Collection.open(tmp_path / "flip").manifest["flip_average"] is True
+    im = synthetic_image(3)
+    mirrored = im.transpose(0)  # FLIP_LEFT_RIGHT
+    a, b = col.encoder.embed_images([im, mirrored])
+    assert float(a @ b) > 0.9999, "a flip-averaged embedding is mirror-invariant"
+    plain = dict(zip(collection.paths, np.asarray(collection.embeddings)))
+    assert not np.allclose(np.asarray(col.embeddings)[0], plain[col.paths[0]])
+    q = image_folder / "dogs" / "img_04.jpg"
+    hits = collection.search(q, k=3, expand=2)
+    assert hits[0].path == str(q) and len(hits) == 3
+    from lookalike.evaluate import class_retrieval
+
+    emb = np.asarray(collection.embeddings)
+    r = class_retrieval(emb, collection.labels, k=3, expand=2)
+    assert r["expand"] == 2 and 0 <= r["map"] <= 1

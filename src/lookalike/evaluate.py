@@ -9,7 +9,17 @@ import numpy as np
 from .search import exact_topk
 
 
-def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10) -> dict:
+def expand_queries(queries: np.ndarray, database: np.ndarray, n: int, *, alpha: float = 3.0,
+                   exclude: np.ndarray | None = None) -> np.ndarray:
+    """alpha-weighted query expansion (Radenovic et al.): add the top-``n`` neighbours, weighted
+    by their similarity to the power ``alpha``, to each query; returns unit vectors."""
+    scores, rows = exact_topk(database, queries, n, exclude=exclude)
+    w = np.maximum(scores, 0) ** alpha
+    Q = queries + np.einsum("qn,qnd->qd", w, np.asarray(database, np.float32)[rows])
+    return Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+
+
+def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10, *, expand: int = 0) -> dict:
     """Leave-one-out class retrieval: every image queries all the others.
 
     Parameters
@@ -18,6 +28,8 @@ def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10) 
         Unit vectors.
     labels : sequence of str, length n
     k : int, default 10
+    expand : int, default 0
+        If > 0, alpha-query-expansion with this many neighbours before ranking.
 
     Returns
     -------
@@ -29,11 +41,12 @@ def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10) 
     lab = np.asarray(labels)
     n = len(lab)
     _, codes = np.unique(lab, return_inverse=True)
-    _, idx = exact_topk(emb, emb, k, exclude=np.arange(n))
+    queries = expand_queries(emb, emb, expand, exclude=np.arange(n)) if expand else emb
+    _, idx = exact_topk(emb, queries, k, exclude=np.arange(n))
     same = codes[idx] == codes[:, None]
     aps = []
     for q0 in range(0, n, 512):  # full ranking per block of queries for mAP
-        s = emb[q0 : q0 + 512] @ emb.T
+        s = queries[q0 : q0 + 512] @ emb.T
         rows = np.arange(s.shape[0])
         s[rows, q0 + rows] = -np.inf
         order = np.argsort(-s, axis=1)[:, :-1]
@@ -42,7 +55,7 @@ def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10) 
         ranks = np.arange(1, rel.shape[1] + 1)
         n_rel = np.maximum(rel.sum(axis=1), 1)
         aps.append(((hits / ranks) * rel).sum(axis=1) / n_rel)
-    return {"n": n, "k": k, "p_at_1": float(same[:, 0].mean()), "p_at_k": float(same.mean()),
+    return {"n": n, "k": k, "expand": expand, "p_at_1": float(same[:, 0].mean()), "p_at_k": float(same.mean()),
             "map": float(np.concatenate(aps).mean())}
 
 

@@ -65,7 +65,8 @@ class Encoder:
         Inference engine. ONNX Runtime is ~3x faster on CPU; torch needs no export.
     """
 
-    def __init__(self, spec: EncoderSpec, engine: str = "onnx", *, int8_model: Path | None = None):
+    def __init__(self, spec: EncoderSpec, engine: str = "onnx", *, int8_model: Path | None = None,
+                 flip_average: bool = False):
         from .engines import ENGINES
 
         if engine not in ENGINES:
@@ -73,6 +74,7 @@ class Encoder:
         self.spec = spec
         self.engine_name = engine
         self.int8_model = Path(int8_model) if int8_model else None
+        self.flip_average = flip_average
 
     name = property(lambda self: self.spec.name)
     dim = property(lambda self: self.spec.dim)
@@ -157,7 +159,10 @@ class Encoder:
         """Preprocessed ``(B, 3, S, S)`` batch -> ``(B, dim)`` float32 unit vectors."""
         if batch.shape[0] == 0:
             return np.zeros((0, self.dim), np.float32)
-        return _l2_normalize(self.engine(np.ascontiguousarray(batch, dtype=np.float32)))
+        feats = self.engine(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.flip_average:  # test-time augmentation: + the mirrored image (2x the compute)
+            feats = feats + self.engine(np.ascontiguousarray(batch[..., ::-1], dtype=np.float32))
+        return _l2_normalize(feats)
 
     def embed_images(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
         """RGB PIL images -> ``(N, dim)`` float32 unit vectors."""
@@ -168,9 +173,10 @@ class Encoder:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
-def get_encoder(name: str | None = None, engine: str | None = None, *, int8_model: Path | None = None) -> Encoder:
+def get_encoder(name: str | None = None, engine: str | None = None, *, int8_model: Path | None = None,
+                flip_average: bool = False) -> Encoder:
     """Build a registered encoder by name (default ``efficientnet-lite0``, engine ``onnx``)."""
     name = name or DEFAULT_ENCODER
     if name not in REGISTRY:
         raise ValueError(f"Unknown encoder {name!r}; expected one of {sorted(REGISTRY)}")
-    return Encoder(REGISTRY[name], engine or "onnx", int8_model=int8_model)
+    return Encoder(REGISTRY[name], engine or "onnx", int8_model=int8_model, flip_average=flip_average)
