@@ -266,7 +266,7 @@ def main():
     out.write_text(json.dumps({"benchmark": "ann", "dataset": args.dataset, "date": time.strftime("%Y-%m-%d"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "queries": N_QUERIES,
                                "rows": rows}, indent=2))
-    print(f"\n| system | build s | peak RSS MB | p50 ms | p99 ms | batch QPS | recall@10 | settings |")
+    print("\n| system | build s | peak RSS MB | p50 ms | p99 ms | batch QPS | recall@10 | settings |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:

@@ -80,7 +80,7 @@ def main():
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'cpu'}", "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"\n| engine | images | img/s end to end | decode (cpu-s) | encode (s) | P@10 | mAP | cos to fp32 (median / 1st pct) |")
+    print("\n| engine | images | img/s end to end | decode (cpu-s) | encode (s) | P@10 | mAP | cos to fp32 (median / 1st pct) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         cos = f"{r['cosine_to_fp32_median']} / {r['cosine_to_fp32_p01']}" if "cosine_to_fp32_median" in r else "-"

@@ -15,9 +15,10 @@ import numpy as np
 
 from lookalike.runtime import tune_process; tune_process()
 from lookalike.encoders import get_encoder
-from lookalike.images import decode
 from lookalike.evaluate import class_retrieval
+from lookalike.images import decode
 from lookalike.search import exact_topk
+
 DATA = Path(os.environ.get('LOOKALIKE_DATA', Path(__file__).resolve().parents[2] / 'shared' / 'data'))
 root = DATA / 'caltech101'
 rng = np.random.default_rng(0)

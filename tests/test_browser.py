@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
-
 from conftest import real_photo
+
 from lookalike import Collection
 
 pytestmark = pytest.mark.browser

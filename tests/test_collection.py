@@ -1,11 +1,10 @@
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_image
+
 from lookalike import Collection, CollectionError, CorruptCollectionError
 
 

@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_image
 from killer import run_and_kill
+
 from lookalike import Collection
 
 pytestmark = pytest.mark.slow

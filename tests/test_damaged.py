@@ -3,10 +3,10 @@ file indexed, every bad file skipped with a reason; EXIF-rotated copies embed li
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import real_photo
 from damaged import build_corpus
+from PIL import Image
+
 from lookalike import Collection
 
 pytestmark = pytest.mark.slow

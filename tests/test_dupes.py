@@ -2,10 +2,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import real_photo
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import real_photo
 from lookalike import Collection
 from lookalike.cli import app
 from lookalike.dupes import components, exact_pairs, strict_split

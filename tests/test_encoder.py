@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import real_photo, synthetic_image
+
 from lookalike.encoders import get_encoder
 from lookalike.encoders.preprocess import preprocess
 from lookalike.images import decode

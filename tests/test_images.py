@@ -3,9 +3,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import synthetic_image
 from PIL import Image
 
-from conftest import synthetic_image
 from lookalike import images
 from lookalike.images import DecodeError, decode, discover
 

@@ -1,10 +1,10 @@
 import io
 
 import pytest
+from conftest import synthetic_image
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import synthetic_image
 from lookalike import Collection
 from lookalike.server import create_app
 

@@ -307,8 +307,11 @@ def evaluate(
     out_json: Annotated[Optional[Path], typer.Option("--out", help="Also write the results as JSON here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and edits.")] = 0,
 ):
-    """Measure quality: class retrieval (P@1, P@k, mAP; labels = folder names), near-duplicate
-    robustness per edit type, and the LSH index's recall@k against exact search."""
+    """Measure quality: class retrieval, near-duplicate robustness and LSH recall.
+
+    Class retrieval is leave-one-out P@1, P@k and mAP (labels = folder names); near-duplicate
+    robustness is per edit type; LSH recall@k is against exact search.
+    """
     import numpy as np
 
     from . import evaluate as ev

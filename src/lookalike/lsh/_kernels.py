@@ -1,6 +1,7 @@
 """Compiled single-query path (numba): bucket lookup, de-duplication and Hamming scoring in one
 pass, with no intermediate arrays. Used when numba is installed; the numpy path gives the same
-candidates (tests compare them)."""
+candidates (tests compare them).
+"""
 
 from __future__ import annotations
 

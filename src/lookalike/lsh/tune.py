@@ -186,7 +186,8 @@ def _pair_hamming(codes, n_bits, pair, qrows, n):
 
 def _with_hamming_cut(trial, index, pair, mask, ham, want, nq, n, dim):
     """Recall after keeping the ``rerank`` Hamming-nearest candidates per query; doubles
-    ``rerank`` until the target is met (or nothing is cut)."""
+    ``rerank`` until the target is met (or nothing is cut).
+    """
     p, h = pair[mask], ham[mask]
     qi = p // n
     order = np.lexsort((h, qi))
