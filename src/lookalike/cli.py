@@ -402,6 +402,38 @@ def info(
         out.print(tab)
 
 
+spark_app = typer.Typer(no_args_is_help=True, help="Run lookalike jobs on Apache Spark (local[N] or a cluster).")
+app.add_typer(spark_app, name="spark")
+
+
+@spark_app.command("index")
+def spark_index_cmd(
+    input_path: Annotated[str, typer.Argument(help="Folder or URI of images (read recursively by Spark).")],
+    out_path: Annotated[str, typer.Option("--out", help="Output Parquet folder or URI.")],
+    master: Annotated[str, typer.Option(help="Spark master: local[2], spark://host:7077, yarn, ...")] = "local[2]",
+    partitions: Annotated[Optional[int], typer.Option(help="Repartition the input into this many tasks.")] = None,
+    threads: Annotated[int, typer.Option(help="Inference threads per Python worker.")] = 1,
+    encoder: Annotated[str, typer.Option(help="Encoder name.")] = "efficientnet-lite0",
+):
+    """Embed every image under INPUT on Spark; write path, size, mtime, embedding, error as Parquet."""
+    import os as _os
+    import time as _time
+
+    _os.environ["LOOKALIKE_THREADS"] = str(threads)
+    _os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from .spark.embed import spark_index, spark_session
+
+    t0 = _time.perf_counter()
+    spark = spark_session(master, "lookalike-index", **{"spark.executorEnv.LOOKALIKE_THREADS": str(threads)})
+    try:
+        counts = spark_index(spark, input_path, out_path, partitions=partitions, encoder=encoder)
+    finally:
+        spark.stop()
+    dt = _time.perf_counter() - t0
+    out.print(f"{counts['files']} files: {counts['embedded']} embedded, {counts['errors']} with errors, "
+              f"in {dt:.1f} s ({counts['embedded'] / dt:.1f} img/s incl. Spark start-up) -> {out_path}", highlight=False)
+
+
 def main():
     """Console-script entry point."""
     from .runtime import tune_process
