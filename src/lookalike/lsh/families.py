@@ -197,10 +197,13 @@ class MinHash(Family):
     def state(self) -> dict:  # noqa: D102
         return {**super().state(), "perms_": self.perms_, "top_dims": self.top_dims}
 
-    def _keys(self, X: np.ndarray) -> np.ndarray:
+    def signature(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_tables * n_bits)`` int64 min-hashes of each row's ``top_dims`` largest dimensions."""
         top = np.argpartition(-X, self.top_dims - 1, axis=1)[:, : self.top_dims]  # (n, T) raw activations
-        sig = self.perms_[:, top].min(axis=2).T.astype(np.int64)  # (n, L*K)
-        return _mix(sig.reshape(len(X), self.n_tables, self.n_bits))
+        return self.perms_[:, top].min(axis=2).T.astype(np.int64)
+
+    def _keys(self, X: np.ndarray) -> np.ndarray:
+        return _mix(self.signature(X).reshape(len(X), self.n_tables, self.n_bits))
 
 
 FAMILIES = {f.name: f for f in (Hyperplane, BucketedRandomProjection, MinHash)}

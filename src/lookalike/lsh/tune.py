@@ -238,7 +238,7 @@ def _tune_minhash(index, X, qrows, truth):
     rows_grid = _grid(MINHASH_ROWS, index.n_bits)
     tables_grid = _grid(MINHASH_TABLES, index.n_tables)
     fam = families.MinHash(max(tables_grid), max(rows_grid), seed=index.seed, top_dims=index.top_dims).fit(X)
-    sig = np.concatenate([_signature(fam, X[i : i + 8192]) for i in range(0, n, 8192)])
+    sig = np.concatenate([fam.signature(np.asarray(X[i : i + 8192], np.float32)) for i in range(0, n, 8192)])
     sig = sig.reshape(n, max(tables_grid), max(rows_grid))
     trials = []
     for K in rows_grid:
@@ -251,11 +251,6 @@ def _tune_minhash(index, X, qrows, truth):
             if rec >= index.target_recall or cand > MAX_CANDIDATE_SHARE * n:
                 break
     return trials
-
-
-def _signature(fam, X):
-    top = np.argpartition(-X, fam.top_dims - 1, axis=1)[:, : fam.top_dims]
-    return fam.perms_[:, top].min(axis=2).T.astype(np.int64)
 
 
 def measure(index, X: np.ndarray, *, k: int, seed: int) -> tuple[float, float]:
