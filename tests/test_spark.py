@@ -5,8 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import synthetic_image
+
 from lookalike import Collection
 
 pyspark = pytest.importorskip("pyspark")
@@ -61,3 +61,195 @@ def test_spark_cli(tmp_path):
                          capture_output=True, text=True, env=env, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3 files: 3 embedded, 0 with errors" in res.stdout
+
+
+def test_spark_cli_dupes_search_import(tmp_path):
+    """index -> dupes -> search -> import, each a real `lookalike spark ...` process."""
+    import shutil
+    import subprocess
+
+    root = tmp_path / "my photos"  # a space: Spark hands out URI-encoded paths
+    root.mkdir()
+    for i in range(6):
+        synthetic_image(i).save(root / f"{i}.jpg", quality=95)
+    shutil.copy(root / "2.jpg", root / "2 copy.jpg")
+    synthetic_image(4).resize((120, 90)).save(root / "4-small.jpg", quality=80)
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+
+    def run(*args):
+        res = subprocess.run([sys.executable, "-m", "lookalike", *map(str, args)], capture_output=True, text=True,
+                             env=env, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res.stdout
+
+    emb = tmp_path / "emb"
+    run("spark", "index", root, "--out", emb)
+    out = run("spark", "dupes", emb, "--threshold", "0.9", "--format", "json", "--out", tmp_path / "dupes")
+    import json
+
+    found = json.loads(out)
+    groups = [sorted(p.rsplit("/", 1)[-1] for p in g["paths"]) for g in found["groups"]]
+    assert ["2 copy.jpg", "2.jpg"] in groups
+    assert ["4-small.jpg", "4.jpg"] in groups
+    small = next(g for g in found["groups"] if any(p.endswith("4-small.jpg") for p in g["paths"]))
+    assert small["keeper"].endswith("/4.jpg")  # most pixels
+    out = run("spark", "search", root, "--collection", emb, "-k", "2", "--format", "json")
+    results = json.loads(out)["results"]
+    assert len(results) == 8
+    for q, hits in results.items():
+        assert hits[0][1] > 0.999 and q in (hits[0][0], hits[1][0])  # every image finds itself (or its copy) first
+    run("spark", "import", emb, "--db", tmp_path / "db")
+    col = Collection.open(tmp_path / "db")
+    assert len(col) == 8 and str(root / "2 copy.jpg") in col.paths
+    hits = col.search(root / "2.jpg", k=2)
+    assert {h.path for h in hits} == {str(root / "2.jpg"), str(root / "2 copy.jpg")}
+
+
+# ---------------------------------------------------------------- dupes, search, import
+
+
+def write_vectors(path, X, names=None, encoder="efficientnet-lite0"):
+    """Write vectors the way `spark index` does (Parquet + _lookalike/), without Spark."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lookalike.encoders import REGISTRY
+    from lookalike.spark.embed import META_DIR
+
+    path.mkdir(parents=True)
+    n = len(X)
+    names = names or [f"/data/img{i:04d}.jpg" for i in range(n)]
+    table = pa.table({
+        "path": ["file:" + p for p in names],
+        "size": pa.array(range(n), pa.int64()),
+        "modificationTime": pa.array([1_700_000_000_000_000 + i for i in range(n)], pa.timestamp("us")),
+        "content_hash": [f"h{i}" for i in range(n)],
+        "width": pa.array([100 + i for i in range(n)], pa.int32()),
+        "height": pa.array([100] * n, pa.int32()),
+        "embedding": pa.array(list(np.asarray(X, np.float32)), pa.list_(pa.float32())),
+        "error": pa.array([None] * n, pa.string()),
+    })
+    pq.write_table(table.slice(0, n // 2), path / "part-00000.parquet")
+    pq.write_table(table.slice(n // 2), path / "part-00001.parquet")
+    (path / META_DIR).mkdir()
+    from lookalike.encoders import get_encoder
+
+    enc = get_encoder(encoder)
+    (path / META_DIR / "part-00000.txt").write_text(json.dumps(
+        {"encoder": enc.name, "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False}) + "\n")
+    assert REGISTRY
+    return names
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """600 clustered unit vectors + 80 planted near-copies (cosine ~0.90-0.99)."""
+    from lookalike.datasets import clustered_vectors
+
+    base = clustered_vectors(600, 1280, seed=3)
+    rng = np.random.default_rng(4)
+    src = rng.choice(600, 80, replace=False)
+    noise = rng.standard_normal((80, 1280)).astype(np.float32)
+    noise -= (noise * base[src]).sum(1, keepdims=True) * base[src]
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    angle = np.arccos(rng.uniform(0.90, 0.99, 80))[:, None]
+    copies = np.cos(angle) * base[src] + np.sin(angle) * noise
+    X = np.concatenate([base, copies]).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    root = tmp_path_factory.mktemp("planted") / "emb"
+    names = write_vectors(root, X)
+    return root, X, names
+
+
+def exact_pair_set(X, names, threshold):
+    from lookalike.dupes import exact_pairs
+
+    a, b, s = exact_pairs(X, threshold)
+    return {tuple(sorted((names[i], names[j]))): float(v) for i, j, v in zip(a, b, s)}
+
+
+def test_banded_join_matches_exact(spark, planted, tmp_path):
+    from lookalike.spark.dupes import spark_dupes
+
+    root, X, names = planted
+    truth = exact_pair_set(X, names, 0.9)
+    assert len(truth) >= 60
+    res = spark_dupes(spark, str(root), str(tmp_path / "out"), threshold=0.9)
+    found = {tuple(sorted((a.removeprefix("file:"), b.removeprefix("file:")))): s for a, b, s in res.pairs}
+    assert len(found) == len(res.pairs)  # each pair once
+    assert set(found) <= set(truth)  # exact check: never a false pair
+    assert len(set(found) & set(truth)) / len(truth) >= 0.95
+    for p, s in found.items():
+        assert abs(s - truth[p]) < 1e-5
+    assert res.plan["n_bands"] >= 1 and res.plan["compared_pairs"] > 0
+    # many bands of many bits: fewer comparisons, each pair still reported once
+    fixed = spark_dupes(spark, str(root), threshold=0.9, n_bands=12, n_bits=8)
+    pairs = [tuple(sorted(p[:2])) for p in fixed.pairs]
+    assert len(pairs) == len(set(pairs)) and fixed.plan["compared_pairs"] < len(X) * (len(X) - 1) / 2 / 3
+    assert {(a.removeprefix("file:"), b.removeprefix("file:")) for a, b in pairs} <= set(truth)
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "out" / "pairs").num_rows == len(res.pairs)
+    groups = pq.read_table(tmp_path / "out" / "groups").to_pandas()
+    assert groups.groupby("group")["keeper"].sum().eq(1).all()  # one keeper per group
+    # keeper = most pixels: widths grow with the index in write_vectors
+    g0 = res.groups[0]
+    assert g0["keeper"] == max(g0["paths"], key=lambda p: int(p[-8:-4]))
+
+
+@pytest.mark.parametrize("method", ["mllib-brp", "mllib-minhash"])
+def test_mllib_methods_report_only_true_pairs(spark, planted, method):
+    from lookalike.spark.dupes import spark_dupes
+
+    root, X, names = planted
+    truth = exact_pair_set(X, names, 0.9)
+    kwargs = {"n_tables": 20} if method == "mllib-brp" else {}
+    res = spark_dupes(spark, str(root), threshold=0.9, method=method, **kwargs)
+    found = {tuple(sorted((a.removeprefix("file:"), b.removeprefix("file:")))) for a, b, _ in res.pairs}
+    assert found <= set(truth)
+    assert len(found) > 0
+
+
+def test_spark_search_equals_exact(spark, planted, tmp_path):
+    from lookalike.search import exact_topk
+    from lookalike.spark.search import spark_search
+
+    root, X, names = planted
+    qroot = tmp_path / "q"
+    qnames = write_vectors(qroot, X[[5, 77, 600, 679]], names=[f"/q/{i}.jpg" for i in range(4)])
+    res = spark_search(spark, str(qroot), str(root), str(tmp_path / "res"), k=5)
+    scores, rows = exact_topk(X, X[[5, 77, 600, 679]], 5)
+    for qi, q in enumerate(qnames):
+        got = res.results["file:" + q]
+        assert [p.removeprefix("file:") for p, _ in got] == [names[r] for r in rows[qi]]
+        assert np.allclose([s for _, s in got], scores[qi], atol=1e-5)
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "res").num_rows == 20
+
+
+def test_import_into_collection(planted, tmp_path):
+    root, X, names = planted
+    col = Collection.create(tmp_path / "db")
+    rep = col.import_parquet(root)
+    assert rep.added == len(X) and len(col) == len(X)
+    assert col.paths[0] == names[0]  # file: URIs become local paths
+    hits = col.search(X[7], k=1)
+    assert hits[0].path == names[7] and hits[0].score > 0.999
+    again = Collection.open(tmp_path / "db").import_parquet(root)  # idempotent: same paths keep ids
+    assert again.updated == len(X) and again.added == 0
+    assert len(Collection.open(tmp_path / "db")) == len(X)
+
+
+def test_import_refuses_other_encoder_and_non_spark_folders(planted, tmp_path):
+    from lookalike.collection import CollectionError
+
+    root, _, _ = planted
+    col = Collection.create(tmp_path / "db2", encoder="efficientnet-lite2")
+    with pytest.raises(CollectionError, match="efficientnet-lite0.*efficientnet-lite2"):
+        col.import_parquet(root)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CollectionError, match="not the output of `lookalike spark index`"):
+        col.import_parquet(tmp_path / "plain")

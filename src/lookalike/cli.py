@@ -406,25 +406,38 @@ spark_app = typer.Typer(no_args_is_help=True, help="Run lookalike jobs on Apache
 app.add_typer(spark_app, name="spark")
 
 
+MasterOpt = Annotated[str, typer.Option(help="Spark master: local[2], spark://host:7077, yarn, k8s://...")]
+
+
+def _spark(master: str, app_name: str, threads: int = 1):
+    """A Spark session whose Python workers use this interpreter (unless PYSPARK_PYTHON is set)."""
+    import os as _os
+
+    _os.environ["LOOKALIKE_THREADS"] = str(threads)
+    _os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    try:
+        from .spark.embed import spark_session
+    except ImportError:
+        _fail("pyspark is not installed: pip install 'lookalike[spark]'")
+    return spark_session(master, app_name, **{"spark.executorEnv.LOOKALIKE_THREADS": str(threads)})
+
+
 @spark_app.command("index")
 def spark_index_cmd(
     input_path: Annotated[str, typer.Argument(help="Folder or URI of images (read recursively by Spark).")],
     out_path: Annotated[str, typer.Option("--out", help="Output Parquet folder or URI.")],
-    master: Annotated[str, typer.Option(help="Spark master: local[2], spark://host:7077, yarn, ...")] = "local[2]",
+    master: MasterOpt = "local[2]",
     partitions: Annotated[Optional[int], typer.Option(help="Repartition the input into this many tasks.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads per Python worker.")] = 1,
     encoder: Annotated[str, typer.Option(help="Encoder name.")] = "efficientnet-lite0",
 ):
     """Embed every image under INPUT on Spark; write path, size, mtime, embedding, error as Parquet."""
-    import os as _os
     import time as _time
 
-    _os.environ["LOOKALIKE_THREADS"] = str(threads)
-    _os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from .spark.embed import spark_index, spark_session
+    from .spark.embed import spark_index
 
     t0 = _time.perf_counter()
-    spark = spark_session(master, "lookalike-index", **{"spark.executorEnv.LOOKALIKE_THREADS": str(threads)})
+    spark = _spark(master, "lookalike-index", threads)
     try:
         counts = spark_index(spark, input_path, out_path, partitions=partitions, encoder=encoder)
     finally:
@@ -432,6 +445,116 @@ def spark_index_cmd(
     dt = _time.perf_counter() - t0
     out.print(f"{counts['files']} files: {counts['embedded']} embedded, {counts['errors']} with errors, "
               f"in {dt:.1f} s ({counts['embedded'] / dt:.1f} img/s incl. Spark start-up) -> {out_path}", highlight=False)
+
+
+@spark_app.command("dupes")
+def spark_dupes_cmd(
+    source: Annotated[str, typer.Argument(help="Output folder/URI of `lookalike spark index`.")],
+    out_path: Annotated[Optional[str], typer.Option("--out", help="Write pairs/ and groups/ Parquet here.")] = None,
+    threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")] = 0.92,
+    method: Annotated[str, typer.Option(help="lsh (banded join), mllib-brp or mllib-minhash.")] = "lsh",
+    target_recall: Annotated[float, typer.Option(help="lsh: chance to find a pair at the threshold.")] = 0.95,
+    bands: Annotated[Optional[int], typer.Option(help="lsh: number of bands (default: planned from a sample).")] = None,
+    bits: Annotated[Optional[int], typer.Option(help="lsh: hyperplane bits per band (default: planned).")] = None,
+    tables: Annotated[Optional[int], typer.Option(help="mllib-*: numHashTables (brp default 200, minhash 5).")] = None,
+    bucket_length: Annotated[Optional[float], typer.Option(help="mllib-brp: bucketLength (default 2.0).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    master: MasterOpt = "local[2]",
+):
+    """All-pairs near-duplicates on Spark: pairs and groups with a suggested keeper. Never deletes files."""
+    from .spark.data import SparkInputError
+    from .spark.dupes import METHODS, spark_dupes
+
+    if method not in METHODS:
+        _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    spark = _spark(master, "lookalike-dupes")
+    try:
+        res = spark_dupes(spark, source, out_path, threshold=threshold, method=method, target_recall=target_recall,
+                          n_bands=bands, n_bits=bits, n_tables=tables, bucket_length=bucket_length)
+    except (SparkInputError, ValueError) as e:
+        _fail(str(e))
+    finally:
+        spark.stop()
+    if fmt == "json":
+        print(json.dumps({"threshold": threshold, "method": method, "images": res.n_vectors, "seconds": res.seconds,
+                          "plan": res.plan, "pairs": res.pairs, "groups": res.groups}, indent=2))
+        return
+    plan = (f" ({res.plan['n_bands']} bands x {res.plan['n_bits']} bits, {res.plan['compared_pairs']:,} pairs "
+            f"compared)" if res.plan else "")
+    out.print(f"{res.n_vectors} images: {len(res.pairs)} pairs, {len(res.groups)} groups at threshold {threshold} "
+              f"by {method}{plan} in {res.seconds:.1f} s" + (f" -> {out_path}" if out_path else ""), highlight=False)
+    for g in res.groups[:20]:
+        tab = Table("", title=f"group {g['group'] + 1} (weakest link {g['min_score']:.3f})", title_justify="left")
+        tab.add_column("path", overflow="fold")
+        for p in g["paths"]:
+            tab.add_row("keep" if p == g["keeper"] else "", p)
+        out.print(tab)
+    if len(res.groups) > 20:
+        out.print(f"... {len(res.groups) - 20} more groups (use --out or --format json)")
+
+
+@spark_app.command("search")
+def spark_search_cmd(
+    queries: Annotated[str, typer.Argument(help="Folder of query images, or a `spark index` output.")],
+    collection: Annotated[str, typer.Option("--collection", help="Output folder/URI of `lookalike spark index`.")],
+    out_path: Annotated[Optional[str], typer.Option("--out", help="Write (query, rank, path, score) Parquet here.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
+    method: Annotated[str, typer.Option(help="exact (one pass for all queries) or mllib-brp.")] = "exact",
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    master: MasterOpt = "local[2]",
+):
+    """Find the k most similar images for many queries at once, on Spark."""
+    from .spark.data import SparkInputError
+    from .spark.search import METHODS, spark_search
+
+    if method not in METHODS:
+        _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    spark = _spark(master, "lookalike-search")
+    try:
+        res = spark_search(spark, queries, collection, out_path, k=k, method=method)
+    except (SparkInputError, ValueError) as e:
+        _fail(str(e))
+    finally:
+        spark.stop()
+    if fmt == "json":
+        print(json.dumps({"k": k, "method": method, "results": res.results, "errors": res.errors}, indent=2))
+        return
+    out.print(f"{len(res.results)} queries x {res.n_collection} images by {method} in {res.seconds:.1f} s"
+              + (f" -> {out_path}" if out_path else ""), highlight=False)
+    for q, hits in list(res.results.items())[:10]:
+        tab = Table("rank", "score", title=q, title_justify="left")
+        tab.add_column("path", overflow="fold")
+        for rank, (p, score) in enumerate(hits, 1):
+            tab.add_row(str(rank), f"{score:.4f}", p)
+        out.print(tab)
+    for q, reason in res.errors.items():
+        out.print(f"[yellow]skipped query[/] {q}: {reason}")
+
+
+@spark_app.command("import")
+def spark_import_cmd(
+    source: Annotated[Path, typer.Argument(help="Local output folder of `lookalike spark index`.")],
+    db: DbOpt = DEFAULT_DB,
+):
+    """Load a `spark index` output into a local collection (for search, dupes, serve). No Spark needed."""
+    from .collection import Collection, CollectionError
+
+    try:
+        col = Collection.open(db) if (Path(db) / "manifest.json").exists() else None
+        if col is None:
+            info = _spark_info(source)
+            col = Collection.create(db, encoder=info.get("encoder"))
+        rep = col.import_parquet(source)
+    except CollectionError as e:
+        _fail(str(e))
+    out.print(f"imported {rep.added} new and {rep.updated} updated images, {len(rep.skipped)} files with errors, "
+              f"into {db} ({len(col)} images)", highlight=False)
+
+
+def _spark_info(source: Path) -> dict:
+    from .collection import _spark_meta
+
+    return _spark_meta(Path(str(source).removeprefix("file:")))
 
 
 def main():

@@ -153,6 +153,25 @@ def _label_for(path: str, root: Path | None) -> str:
     return Path(path).parent.name
 
 
+def _local_path(uri: str) -> str:
+    """``file:/a/b`` or ``file:///a/b`` -> ``/a/b``; other URIs (hdfs://, s3a://) are kept."""
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    return uri.removeprefix("file:")  # Hadoop paths are not percent-encoded: keep '%' as it is
+
+
+def _spark_meta(source: Path) -> dict:
+    """The encoder description ``spark index`` writes under ``SOURCE/_lookalike``."""
+    parts = sorted((source / "_lookalike").glob("part-*"))
+    if not source.is_dir() or not parts:
+        raise CollectionError(f"{source} is not the output of `lookalike spark index` (no _lookalike/ description).")
+    for part in parts:
+        text = part.read_text().strip()
+        if text:
+            return json.loads(text.splitlines()[0])
+    raise CollectionError(f"{source}/_lookalike is empty; re-run lookalike spark index.")
+
+
 class Collection:
     """A folder holding embeddings of images and everything needed to search them.
 
@@ -564,6 +583,67 @@ class Collection:
             finally:
                 lock.close()
         return n
+
+    def import_parquet(self, source: str | os.PathLike) -> IndexReport:
+        """Add the embeddings written by ``lookalike spark index`` (a local Parquet folder).
+
+        Rows replace same-path images (their ids are kept); rows with an ``error`` become
+        skipped files. The encoder recorded in ``SOURCE/_lookalike`` must match this
+        collection's, so embeddings stay comparable. ``file:`` URIs become local paths.
+        """
+        import pyarrow.dataset as ds
+
+        from .indexer import FileResult
+
+        self._check_writable()
+        t_start = time.perf_counter()
+        source = Path(str(source).removeprefix("file:")).expanduser()
+        info = _spark_meta(source)
+        mine = self.manifest
+        if info.get("weights_sha256") != mine["weights_sha256"] or info.get("dim") != mine["dim"]:
+            raise CollectionError(
+                f"{source} holds {info.get('encoder', 'unknown-encoder')!r} embeddings, but {self.path} uses "
+                f"{mine['encoder']!r}{' with flip averaging' if mine.get('flip_average') else ''}. Import into a "
+                f"collection created with --encoder {info.get('encoder')}, or re-run spark index with "
+                f"--encoder {mine['encoder']}.")
+        if mine.get("flip_average") and not info.get("flip_average"):
+            raise CollectionError(f"{self.path} uses flip averaging; {source} does not. Import into a new --db.")
+        table = ds.dataset(source, format="parquet").to_table()
+        report = IndexReport()
+        results, errors = [], dict(self._errors)
+        cols = table.to_pydict()
+        has_hash = "content_hash" in cols
+        for i, raw in enumerate(cols["path"]):
+            path = _local_path(raw)
+            err = cols["error"][i]
+            if err is not None:
+                errors[path] = err
+                report.skipped.append((path, err))
+                continue
+            mtime = cols["modificationTime"][i]
+            res = FileResult(path=path, size=int(cols["size"][i] or 0),
+                             mtime_ns=int(mtime.timestamp() * 1e9) if mtime is not None else 0,
+                             content_hash=cols["content_hash"][i] if has_hash else "",
+                             width=int(cols["width"][i] or 0), height=int(cols["height"][i] or 0),
+                             vector=np.asarray(cols["embedding"][i], np.float32))
+            if res.vector.shape != (mine["dim"],):
+                raise CorruptCollectionError(f"{source}: {path} has an embedding of shape {res.vector.shape}, "
+                                             f"expected ({mine['dim']},). Re-run spark index.")
+            errors.pop(path, None)
+            results.append(res)
+        new_paths = {r.path for r in results}
+        lock = self._lock()
+        try:
+            keep = np.array([p not in new_paths for p in self._table.cols["path"]], bool)
+            self._old_ids = {p: int(i) for p, i in zip(self._table.cols["path"], self._table.cols["id"]) if p in new_paths}
+            report.updated = len(self._old_ids)
+            report.added = len(results) - report.updated
+            self._apply(np.nonzero(keep)[0], results, errors, None)
+            self._commit()
+        finally:
+            lock.close()
+        report.times.total = time.perf_counter() - t_start
+        return report
 
     def _run(self, found: list[str], in_scope, root: Path | None, report: IndexReport, t_start: float, *,
              batch_size: int = 32, workers: int | None = None, max_pixels: int | None = images.DEFAULT_MAX_PIXELS,

@@ -1,2 +1,5 @@
-"""Apache Spark jobs. The only package that imports pyspark (inside functions), so the rest of
-lookalike never needs Java."""
+"""Apache Spark jobs.
+
+The only package that imports pyspark (inside functions), so the rest of lookalike never
+needs Java.
+"""

@@ -3,7 +3,9 @@
 The same decoder (:func:`lookalike.images.decode`) and encoder as the local indexer run
 inside the Python workers; the model is loaded once per worker process. Unreadable files
 get an ``error`` with the reason and never fail the job. Output: Parquet with
-``path, size, modificationTime, width, height, embedding (array<float>), error``.
+``path, size, modificationTime, content_hash, width, height, embedding (array<float>), error``,
+plus ``_lookalike/`` (one JSON row: encoder, weights SHA-256, dim) that Spark and pyarrow
+readers skip because of the leading underscore.
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import images
+from ..indexer import content_hash
 
-OUTPUT_SCHEMA = ("path string, size long, modificationTime timestamp, width int, height int, "
+OUTPUT_SCHEMA = ("path string, size long, modificationTime timestamp, content_hash string, width int, height int, "
                  "embedding array<float>, error string")
+# Sub-folder of the output holding the encoder description (skipped by Parquet readers).
+META_DIR = "_lookalike"
+# Files read by binaryFile (Spark's glob syntax).
+IMAGE_GLOB = "*.{jpg,jpeg,JPG,JPEG,png,PNG,webp,WEBP,bmp,BMP,gif,GIF,tif,tiff,TIF,TIFF}"
 # Images embedded per model call inside a task.
 TASK_BATCH = 32
 _ENCODERS: dict = {}  # one encoder per worker process, keyed by (name, engine)
@@ -35,15 +42,17 @@ def embed_partition(batches, encoder_name: str = "efficientnet-lite0", engine: s
 
     enc = _encoder(encoder_name, engine)
     for pdf in batches:
-        out = {"path": [], "size": [], "modificationTime": [], "width": [], "height": [], "embedding": [],
-               "error": []}
+        out = {"path": [], "size": [], "modificationTime": [], "content_hash": [], "width": [], "height": [],
+               "embedding": [], "error": []}
         arrays, slots = [], []
         for path, content, length, mtime in zip(pdf["path"], pdf["content"], pdf["length"], pdf["modificationTime"]):
             out["path"].append(path)
             out["size"].append(int(length))
             out["modificationTime"].append(mtime)
+            data = bytes(content) if content is not None else b""
+            out["content_hash"].append(content_hash(data))
             try:
-                dec = images.decode(bytes(content) if content is not None else b"", max_pixels=max_pixels,
+                dec = images.decode(data, max_pixels=max_pixels,
                                     draft_size=enc.draft_size)
                 arrays.append(enc.preprocess(dec.image))
                 slots.append(len(out["path"]) - 1)
@@ -79,14 +88,9 @@ def spark_session(master: str = "local[2]", app_name: str = "lookalike", **conf)
     return builder.getOrCreate()
 
 
-def spark_index(spark, input_path: str, output_path: str, *, partitions: int | None = None,
-                encoder: str = "efficientnet-lite0", engine: str = "onnx",
-                glob: str = "*.{jpg,jpeg,JPG,JPEG,png,PNG,webp,bmp,gif,tif,tiff}",
-                max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> dict:
-    """Embed every image under ``input_path`` with Spark and write Parquet to ``output_path``.
-
-    Returns counts: ``{"files", "embedded", "errors"}``.
-    """
+def embed_images(spark, input_path: str, *, partitions: int | None = None, encoder: str = "efficientnet-lite0",
+                 engine: str = "onnx", glob: str = IMAGE_GLOB, max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
+    """A lazy DataFrame (``OUTPUT_SCHEMA``) embedding every image under ``input_path``."""
     from functools import partial
 
     df = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
@@ -94,9 +98,47 @@ def spark_index(spark, input_path: str, output_path: str, *, partitions: int | N
     if partitions:
         df = df.repartition(partitions)
     fn = partial(embed_partition, encoder_name=encoder, engine=engine, max_pixels=max_pixels)
-    out = df.select("path", "content", "length", "modificationTime").mapInPandas(fn, schema=OUTPUT_SCHEMA)
+    return df.select("path", "content", "length", "modificationTime").mapInPandas(fn, schema=OUTPUT_SCHEMA)
+
+
+def spark_index(spark, input_path: str, output_path: str, *, partitions: int | None = None,
+                encoder: str = "efficientnet-lite0", engine: str = "onnx", glob: str = IMAGE_GLOB,
+                max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> dict:
+    """Embed every image under ``input_path`` with Spark and write Parquet to ``output_path``.
+
+    Returns counts: ``{"files", "embedded", "errors"}``.
+    """
+    out = embed_images(spark, input_path, partitions=partitions, encoder=encoder, engine=engine, glob=glob,
+                       max_pixels=max_pixels)
     out.write.mode("overwrite").parquet(output_path)
+    write_meta(spark, output_path, encoder_info(encoder, engine))
     res = spark.read.parquet(output_path)
     total = res.count()
     errors = res.filter("error is not null").count()
     return {"files": total, "embedded": total - errors, "errors": errors}
+
+
+def encoder_info(encoder: str, engine: str = "onnx") -> dict:
+    """What a reader needs to compare embeddings: encoder name, weights hash, dim."""
+    enc = _encoder(encoder, engine)
+    return {"format": "lookalike-spark-embeddings", "encoder": enc.name, "engine": engine,
+            "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False}
+
+
+def write_meta(spark, output_path: str, info: dict) -> None:
+    """Write ``info`` as one JSON row under ``OUTPUT/_lookalike`` (any Hadoop file system)."""
+    import json
+
+    spark.createDataFrame([(json.dumps(info),)], "value string").coalesce(1).write.mode("overwrite").text(
+        output_path.rstrip("/") + "/" + META_DIR)
+
+
+def read_meta(spark, output_path: str) -> dict:
+    """The ``_lookalike`` description of a ``spark index`` output (empty dict if absent)."""
+    import json
+
+    try:
+        rows = spark.read.text(output_path.rstrip("/") + "/" + META_DIR).collect()
+    except Exception:  # noqa: BLE001 - AnalysisException when the folder is missing
+        return {}
+    return json.loads(rows[0][0]) if rows else {}
