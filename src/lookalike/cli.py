@@ -406,15 +406,17 @@ spark_app = typer.Typer(no_args_is_help=True, help="Run lookalike jobs on Apache
 app.add_typer(spark_app, name="spark")
 
 
-MasterOpt = Annotated[str, typer.Option(help="Spark master: local[2], spark://host:7077, yarn, k8s://...")]
+MasterOpt = Annotated[Optional[str], typer.Option(
+    help="Spark master: local[2], spark://host:7077, yarn, k8s://... (default: spark-submit's, else local[2])")]
 
 
-def _spark(master: str, app_name: str, threads: int = 1):
-    """A Spark session whose Python workers use this interpreter (unless PYSPARK_PYTHON is set)."""
+def _spark(master: str | None, app_name: str, threads: int = 1):
+    """A Spark session; in local mode its Python workers use this interpreter (unless PYSPARK_PYTHON is set)."""
     import os as _os
 
     _os.environ["LOOKALIKE_THREADS"] = str(threads)
-    _os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if (master or "local").startswith("local") and "PYSPARK_GATEWAY_PORT" not in _os.environ:
+        _os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     try:
         from .spark.embed import spark_session
     except ImportError:
@@ -426,7 +428,7 @@ def _spark(master: str, app_name: str, threads: int = 1):
 def spark_index_cmd(
     input_path: Annotated[str, typer.Argument(help="Folder or URI of images (read recursively by Spark).")],
     out_path: Annotated[str, typer.Option("--out", help="Output Parquet folder or URI.")],
-    master: MasterOpt = "local[2]",
+    master: MasterOpt = None,
     partitions: Annotated[Optional[int], typer.Option(help="Repartition the input into this many tasks.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads per Python worker.")] = 1,
     encoder: Annotated[str, typer.Option(help="Encoder name.")] = "efficientnet-lite0",
@@ -459,7 +461,7 @@ def spark_dupes_cmd(
     tables: Annotated[Optional[int], typer.Option(help="mllib-*: numHashTables (brp default 200, minhash 5).")] = None,
     bucket_length: Annotated[Optional[float], typer.Option(help="mllib-brp: bucketLength (default 2.0).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-    master: MasterOpt = "local[2]",
+    master: MasterOpt = None,
 ):
     """All-pairs near-duplicates on Spark: pairs and groups with a suggested keeper. Never deletes files."""
     from .spark.data import SparkInputError
@@ -501,7 +503,7 @@ def spark_search_cmd(
     k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
     method: Annotated[str, typer.Option(help="exact (one pass for all queries) or mllib-brp.")] = "exact",
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-    master: MasterOpt = "local[2]",
+    master: MasterOpt = None,
 ):
     """Find the k most similar images for many queries at once, on Spark."""
     from .spark.data import SparkInputError

@@ -46,7 +46,7 @@ class Family:
         self.n_tables, self.n_bits, self.seed = int(n_tables), int(n_bits), int(seed)
 
     def fit(self, X: np.ndarray) -> Family:  # noqa: D102
-        self.mean_ = np.asarray(X, np.float64).mean(axis=0).astype(np.float32)
+        self.mean_ = mean_of(X)
         return self
 
     def keys(self, X: np.ndarray) -> np.ndarray:
@@ -97,6 +97,14 @@ class Hyperplane(Family):
 
     def probe_keys(self, X: np.ndarray, n_probes: int) -> np.ndarray:  # noqa: D102
         return probe_from_projection(self._project(np.asarray(X, np.float32)), n_probes)
+
+
+def mean_of(X: np.ndarray) -> np.ndarray:
+    """Column mean in float64 accumulated over row blocks (no full-size copy), as float32."""
+    total = np.zeros(X.shape[1], np.float64)
+    for i in range(0, len(X), HASH_CHUNK_ROWS):
+        total += np.asarray(X[i : i + HASH_CHUNK_ROWS], np.float32).sum(axis=0, dtype=np.float64)
+    return (total / max(len(X), 1)).astype(np.float32)
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:

@@ -83,8 +83,7 @@ def tune(index, X: np.ndarray) -> dict:
         ``trials`` (every setting measured) and ``seconds``.
     """
     t0 = time.perf_counter()
-    X = np.asarray(X, np.float32)
-    n, dim = X.shape
+    n, dim = X.shape  # X may be a float16 memmap: read in blocks, never copied whole
     qrows = _sample(n, index.seed)
     k = min(index.k, n - 1)
     truth = exact_topk(X, X[qrows], k, exclude=qrows)[1]
@@ -129,9 +128,9 @@ def _tune_hyperplane(index, X, qrows, truth):
     tables_grid = _grid(HYPERPLANE_TABLES, index.n_tables)
     probes_grid = _grid(HYPERPLANE_PROBES, index.n_probes)
     fam = families.Hyperplane(max(tables_grid), max(bits_grid), seed=index.seed).fit(X)
-    proj_q = fam._project(X[qrows])
-    signs = np.concatenate([fam._project(X[i : i + families.HASH_CHUNK_ROWS]) > 0
-                            for i in range(0, n, families.HASH_CHUNK_ROWS)])
+    proj_q = fam._project(np.asarray(X[qrows], np.float32))
+    # Codes of the most bits; the K-bit codes are their low K bits (bit j = sign of plane j).
+    codes_max = fam.keys(X)
     nq = len(qrows)
     want = (np.arange(nq)[:, None] * np.int64(n) + truth).ravel()
     self_pairs = np.arange(nq) * np.int64(n) + qrows
@@ -139,7 +138,7 @@ def _tune_hyperplane(index, X, qrows, truth):
     best_cost = np.inf  # cheapest setting found so far that reaches the target
     for K in reversed(bits_grid):  # many bits first: few candidates, cheap to measure
         bits = tables.bucket_bits(K, n)
-        codes_k = families.pack_bits(signs[:, :, :K])
+        codes_k = codes_max & np.uint64((1 << K) - 1)
         keys, rows = tables.build(codes_k, bits)
         probes = [P for P in probes_grid if P <= 1 << min(K, families.PROBE_BITS)]
         pk_all = families.probe_from_projection(proj_q[:, :, :K], max(probes))
@@ -255,13 +254,13 @@ def _tune_minhash(index, X, qrows, truth):
 
 def measure(index, X: np.ndarray, *, k: int, seed: int) -> tuple[float, float]:
     """Recall@k against exact search and mean candidates, for a fitted index (sampled self-queries)."""
-    X = np.asarray(X, np.float32)
     qrows = _sample(len(X), seed + 1)  # other queries than tuning used
     k = min(k, len(X) - 1)
-    truth = exact_topk(X, X[qrows], k, exclude=qrows)[1]
-    qi, rows = index.candidates(X[qrows], filtered=False)
+    Q = np.asarray(X[qrows], np.float32)
+    truth = exact_topk(X, Q, k, exclude=qrows)[1]
+    qi, rows = index.candidates(Q, filtered=False)
     cand = float(np.sum(rows != qrows[qi]) / len(qrows))
-    found = index.kneighbors(X[qrows], k + 1)[1]  # the query itself is among the results
+    found = index.kneighbors(Q, k + 1)[1]  # the query itself is among the results
     ids = index._ids
     rec = np.mean([len(set(f.tolist()) & set(ids[t].tolist())) / k for f, t in zip(found, truth)])
     return float(rec), cand

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Cost of shuffling one (vector, band) row relative to one exact pair check.
+# Cost of shuffling one (vector, band) row with its 5 KB embedding, relative to one exact
+# pair check (measured on local[2]: ~50 us per row vs ~0.3 us per pair).
 ROW_COST = 150.0
 MAX_BANDS = 64
 MAX_BITS = 30
@@ -87,7 +88,7 @@ def _collision_rates(keys_bits: np.ndarray, max_bits: int) -> np.ndarray:
 
 def plan_bands(sample: np.ndarray, n_total: int, threshold: float, *, target_recall: float = 0.95,
                n_bands: int | None = None, n_bits: int | None = None, seed: int = 0,
-               mean: np.ndarray | None = None) -> BandPlan:
+               mean: np.ndarray | None = None, row_cost: float = ROW_COST) -> BandPlan:
     """Choose ``(n_bands, n_bits)`` for a join of ``n_total`` vectors like ``sample``.
 
     Fixed ``n_bands``/``n_bits`` are used as given (the estimates are still filled in).
@@ -106,7 +107,7 @@ def plan_bands(sample: np.ndarray, n_total: int, threshold: float, *, target_rec
     pairs_total = n_total * (n_total - 1) / 2
 
     def cost(r: int, b: int) -> float:
-        return ROW_COST * n_total * b + b * rates[r] * pairs_total
+        return row_cost * n_total * b + b * rates[r] * pairs_total
 
     if n_bands and n_bits:
         best = (n_bits, n_bands)

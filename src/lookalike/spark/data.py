@@ -14,7 +14,11 @@ class SparkInputError(ValueError):
 
 
 def load_embeddings(spark, source: str, *, need_meta: bool = True):
-    """Good rows of a ``spark index`` output with a numeric ``id`` column added, cached.
+    """Good rows of a ``spark index`` output with a numeric ``id`` column added.
+
+    Not cached: each job re-reads the columns it needs from Parquet, which is cheaper than
+    materialising the embedding arrays in Spark's cache. The ids are stable across reads
+    (they derive from the file splits and row positions).
 
     Columns: ``id, path, width, height, modificationTime, embedding``. Returns
     ``(df, info)`` where ``info`` is the ``_lookalike`` encoder description.
@@ -28,12 +32,12 @@ def load_embeddings(spark, source: str, *, need_meta: bool = True):
     df = (spark.read.parquet(source).filter(F.col("error").isNull())
           .select("path", "width", "height", "modificationTime", "embedding")
           .withColumn("id", F.monotonically_increasing_id()))
-    return df.persist(), info
+    return df, info
 
 
-def sample_vectors(df, size: int, seed: int = 0) -> tuple[np.ndarray, int]:
+def sample_vectors(df, size: int, seed: int = 0, n: int | None = None) -> tuple[np.ndarray, int]:
     """About ``size`` embeddings drawn uniformly (seeded) to the driver, and the row count."""
-    n = df.count()
+    n = df.count() if n is None else n
     if n == 0:
         return np.zeros((0, 0), np.float32), 0
     frac = min(1.0, size / n * 1.1)

@@ -21,11 +21,15 @@ from functools import partial
 import numpy as np
 
 from ..dupes import components
-from .banding import BandPlan, pairs_in_sorted, plan_bands
+from .banding import ROW_COST, BandPlan, pairs_in_sorted, plan_bands
 from .data import arrow_batch_rows, load_embeddings, sample_vectors
 
 METHODS = ("lsh", "mllib-brp", "mllib-minhash")
 PAIR_SCHEMA = "a long, b long, score float"
+# Embeddings up to this size are broadcast instead of shuffled once per band (0: never).
+BROADCAST_MAX_BYTES = 256 << 20
+# Cost of a shuffled (band, key, id) row without the embedding, in pair checks (cf. ROW_COST).
+ROW_COST_BROADCAST = 15.0
 # Rows per shuffle partition aimed at by the banded join.
 ROWS_PER_PARTITION = 100_000
 
@@ -65,8 +69,8 @@ def _list_matrix(arr) -> np.ndarray:
     return values.astype(np.float32, copy=False).reshape(len(arr), -1)
 
 
-def _explode(batches, plan: BandPlan):
-    """Arrow batches of (id, embedding) -> one row per (vector, band): band, key, id, keys, emb."""
+def _explode(batches, plan: BandPlan, with_emb: bool = True):
+    """Arrow batches of (id, embedding) -> one row per (vector, band): band, key, id, keys[, emb]."""
     import pyarrow as pa
 
     for batch in batches:
@@ -76,22 +80,31 @@ def _explode(batches, plan: BandPlan):
         X = _list_matrix(batch.column("embedding"))
         ids = batch.column("id")
         keys = plan.keys(X)
-        emb_col, keys_col = _binary_rows(X), _binary_rows(keys)
+        keys_col = _binary_rows(keys)
+        extra, names = ([_binary_rows(X)], ["emb"]) if with_emb else ([], [])
         for b in range(plan.n_bands):  # one batch per band keeps binary offsets small
             yield pa.RecordBatch.from_arrays(
-                [pa.array(np.full(m, b, np.int32)), pa.array(keys[:, b]), ids, keys_col, emb_col],
-                names=["band", "key", "id", "keys", "emb"])
+                [pa.array(np.full(m, b, np.int32)), pa.array(keys[:, b]), ids, keys_col, *extra],
+                names=["band", "key", "id", "keys", *names])
 
 
-def _bucket_pairs(batches, threshold: float, n_bands: int, dim: int, compared=None):
-    """Arrow rows sorted by (band, key) -> exact pairs. A bucket split across batches is carried over."""
+def _bucket_pairs(batches, threshold: float, n_bands: int, dim: int, compared=None, table=None):
+    """Arrow rows sorted by (band, key) -> exact pairs. A bucket split across batches is carried over.
+
+    ``table``: a broadcast ``(sorted ids, embeddings)`` to look vectors up in, when the rows
+    carry no ``emb`` column.
+    """
     import pyarrow as pa
 
     def run(tab):
         tab = tab.combine_chunks()
         band = tab.column("band").to_numpy()
         key = tab.column("key").to_numpy()
-        emb = _rows_of_binary(tab.column("emb").chunk(0), np.float32, dim)
+        if table is None:
+            emb = _rows_of_binary(tab.column("emb").chunk(0), np.float32, dim)
+        else:
+            all_ids, all_emb = table.value
+            emb = all_emb[np.searchsorted(all_ids, tab.column("id").to_numpy())]
         keys = _rows_of_binary(tab.column("keys").chunk(0), np.int64, n_bands)
         a, b, s, n_cmp = pairs_in_sorted(band, key, tab.column("id").to_numpy(), emb, keys, threshold)
         if compared is not None:
@@ -117,18 +130,37 @@ def _bucket_pairs(batches, threshold: float, n_bands: int, dim: int, compared=No
 
 
 def lsh_pairs(spark, df, n: int, threshold: float, *, target_recall: float = 0.95, n_bands: int | None = None,
-              n_bits: int | None = None, sample_size: int = 2_000, seed: int = 0):
-    """The banded join. Returns ``(pairs_df[a, b, score], plan, compared_accumulator)``."""
-    sample, _ = sample_vectors(df, sample_size, seed)
-    plan = plan_bands(sample, n, threshold, target_recall=target_recall, n_bands=n_bands, n_bits=n_bits, seed=seed)
+              n_bits: int | None = None, sample_size: int = 2_000, seed: int = 0,
+              broadcast_max_bytes: int | None = None):
+    """The banded join. Returns ``(pairs_df[a, b, score], plan, compared_accumulator)``.
+
+    Collections up to ``broadcast_max_bytes`` of float32 embeddings are broadcast and only
+    the small key rows are shuffled; larger ones carry each embedding through the shuffle.
+    """
+    sample, _ = sample_vectors(df, sample_size, seed, n=n)
     dim = sample.shape[1]
-    parts = max(spark.sparkContext.defaultParallelism * 2, math.ceil(n * plan.n_bands / ROWS_PER_PARTITION))
-    compared = spark.sparkContext.accumulator(0)
-    exploded = df.select("id", "embedding").mapInArrow(
-        partial(_explode, plan=plan), "band int, key long, id long, keys binary, emb binary")
+    limit = BROADCAST_MAX_BYTES if broadcast_max_bytes is None else broadcast_max_bytes
+    broadcast = bool(limit) and n * dim * 4 <= limit
+    plan = plan_bands(sample, n, threshold, target_recall=target_recall, n_bands=n_bands, n_bits=n_bits, seed=seed,
+                      row_cost=ROW_COST_BROADCAST if broadcast else ROW_COST)
+    sc = spark.sparkContext
+    parts = max(sc.defaultParallelism * 2, math.ceil(n * plan.n_bands / ROWS_PER_PARTITION))
+    compared = sc.accumulator(0)
+    table = None
+    if broadcast:
+        # Small enough to ship to every executor: shuffle only (band, key, id) rows and look
+        # the vectors up locally, like a broadcast hash join.
+        with arrow_batch_rows(spark, 4096):
+            got = df.select("id", "embedding").toArrow()
+        ids = got.column("id").to_numpy()
+        order = np.argsort(ids)
+        emb = _list_matrix(got.column("embedding").combine_chunks())
+        table = sc.broadcast((ids[order], np.ascontiguousarray(emb[order])))
+    schema = "band int, key long, id long, keys binary" + (", emb binary" if table is None else "")
+    exploded = df.select("id", "embedding").mapInArrow(partial(_explode, plan=plan, with_emb=table is None), schema)
     pairs = (exploded.repartition(parts, "band", "key").sortWithinPartitions("band", "key")
              .mapInArrow(partial(_bucket_pairs, threshold=threshold, n_bands=plan.n_bands, dim=dim,
-                                  compared=compared), PAIR_SCHEMA))
+                                  compared=compared, table=table), PAIR_SCHEMA))
     return pairs, plan, compared
 
 
@@ -180,7 +212,8 @@ def mllib_pairs(df, threshold: float, method: str, *, n_tables: int | None = Non
 
 def spark_dupes(spark, source: str, out: str | None = None, *, threshold: float = 0.9, method: str = "lsh",
                 target_recall: float = 0.95, n_bands: int | None = None, n_bits: int | None = None,
-                n_tables: int | None = None, bucket_length: float | None = None, seed: int = 0) -> SparkDupesResult:
+                n_tables: int | None = None, bucket_length: float | None = None, seed: int = 0,
+                broadcast_max_bytes: int | None = None) -> SparkDupesResult:
     """Near-duplicate pairs and groups of a ``spark index`` output.
 
     Written under ``out`` as ``pairs/`` and ``groups/`` Parquet when given.
@@ -199,7 +232,7 @@ def spark_dupes(spark, source: str, out: str | None = None, *, threshold: float 
         pairs_df = spark.createDataFrame([], PAIR_SCHEMA)
     elif method == "lsh":
         pairs_df, plan, compared = lsh_pairs(spark, df, n, threshold, target_recall=target_recall, n_bands=n_bands,
-                                             n_bits=n_bits, seed=seed)
+                                             n_bits=n_bits, seed=seed, broadcast_max_bytes=broadcast_max_bytes)
         plan_info = plan.describe()
     else:
         pairs_df = mllib_pairs(df, threshold, method, n_tables=n_tables, bucket_length=bucket_length, seed=seed)
@@ -219,7 +252,6 @@ def spark_dupes(spark, source: str, out: str | None = None, *, threshold: float 
     order = np.lexsort((b, a, -s))
     pairs = [(meta[int(a[i])][0], meta[int(b[i])][0], float(s[i])) for i in order]
     groups = _groups(a, b, s, meta)
-    df.unpersist()
     if out:
         _write(spark, out, pairs, groups)
     return SparkDupesResult(pairs=pairs, groups=groups, n_vectors=n, method=method, seconds=time.perf_counter() - t0,

@@ -75,11 +75,21 @@ def embed_partition(batches, encoder_name: str = "efficientnet-lite0", engine: s
         yield pd.DataFrame(out)
 
 
-def spark_session(master: str = "local[2]", app_name: str = "lookalike", **conf):
-    """A SparkSession with Arrow enabled (needed for efficient ``mapInPandas``)."""
+def spark_session(master: str | None = "local[2]", app_name: str = "lookalike", **conf):
+    """A SparkSession with Arrow enabled (needed for efficient ``mapInPandas``).
+
+    ``master=None`` keeps the master spark-submit was given (``local[2]`` outside spark-submit).
+    """
+    import os
+
     from pyspark.sql import SparkSession
 
-    builder = (SparkSession.builder.master(master).appName(app_name)
+    if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        master = "local[2]"
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    builder = (builder
                .config("spark.ui.enabled", "false")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(TASK_BATCH * 4)))

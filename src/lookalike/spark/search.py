@@ -116,7 +116,6 @@ def spark_search(spark, queries: str, collection: str, out: str | None = None, *
                 near = model.approxNearestNeighbors(data, Vectors.dense(q.astype(np.float64)), k, distCol="d")
                 results[p] = [(r[0], float(1 - r[1] ** 2 / 2)) for r in near.select("path", "d").collect()]
             data.unpersist()
-    df.unpersist()
     if out:
         rows = [(q, rank, path, score) for q, hits in results.items() for rank, (path, score) in enumerate(hits, 1)]
         spark.createDataFrame(rows, "query string, rank int, path string, score float").coalesce(1).write.mode(
