@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import synthetic_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -123,3 +124,28 @@ def test_map_png(db, tmp_path):
     res = runner.invoke(app, ["map", str(out), "--db", str(db), "--size", "600"])
     assert res.exit_code == 0, res.output
     assert Image.open(out).size == (600 + 260, 600)
+
+
+def test_index_dba_then_search_and_eval(tmp_path, image_folder):
+    db = str(tmp_path / "db")
+    res = runner.invoke(app, ["index", str(image_folder), "--db", db, "--dba", "3", "--lsh"])
+    assert res.exit_code == 0, res.output
+    from lookalike import Collection
+
+    col = Collection.open(db)
+    assert col.manifest["dba"]["n"] == 3 and col.manifest["lsh"]["dba"] and col.lsh is not None
+    res = runner.invoke(app, ["search", str(image_folder / "dogs" / "img_04.jpg"), "--db", db, "-k", "3",
+                              "--expand", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.output)) == 3
+    out = tmp_path / "e.json"
+    res = runner.invoke(app, ["eval", "--db", db, "-k", "3", "--near-dup", "0", "--expand", "2", "--dba", "3",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert data["class_retrieval_dba"]["dba"] == 3 and 0 <= data["class_retrieval_dba"]["map"] <= 1
+    # re-indexing a changed folder refreshes the augmented vectors (setting kept)
+    synthetic_image(77).save(image_folder / "cats" / "extra.png")
+    assert runner.invoke(app, ["index", str(image_folder), "--db", db]).exit_code == 0
+    col = Collection.open(db)
+    assert not col.dba_stale and len(col.search_matrix) == 13

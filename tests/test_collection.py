@@ -284,3 +284,45 @@ def test_flip_average_and_query_expansion(tmp_path, image_folder, collection):
     emb = np.asarray(collection.embeddings)
     r = class_retrieval(emb, collection.labels, k=3, expand=2)
     assert r["expand"] == 2 and 0 <= r["map"] <= 1
+
+
+def test_dba_is_stored_used_by_search_and_kept_fresh(collection, image_folder, tmp_path):
+    from lookalike.evaluate import database_augment
+    from lookalike.search import exact_topk
+
+    raw = np.asarray(collection.embeddings).copy()
+    collection.build_dba(3)
+    info = collection.manifest["dba"]
+    assert info["n"] == 3 and (collection.path / info["file"]).exists()
+    aug = database_augment(raw, 3)
+    assert np.allclose(collection.search_matrix, aug, atol=1e-6)
+    assert np.allclose(np.linalg.norm(aug, axis=1), 1, atol=1e-5)
+    q = raw[5]
+    hits = collection.search(q, k=4)
+    scores, rows = exact_topk(aug, q[None], 4)
+    assert [h.id for h in hits] == [int(collection.ids[r]) for r in rows[0]]
+    # reopened: the stored file is used (checksummed)
+    again = Collection.open(collection.path)
+    assert np.allclose(again.search_matrix, aug, atol=1e-6)
+    # duplicates stay on the raw embeddings: an image's copy scores its raw cosine
+    groups = again.duplicates(0.0)
+    edges = [e for g in groups for e in g.pairs]
+    assert edges
+    for a, b, s in edges:
+        assert s == pytest.approx(float(raw[again.row_of_id(a)] @ raw[again.row_of_id(b)]), abs=1e-5)
+    # a new image makes the stored vectors stale: search falls back to the raw embeddings
+    synthetic_image(99).save(image_folder / "cats" / "new.png")
+    again.index(image_folder)
+    assert again.dba_stale and again.search_matrix.shape == again.embeddings.shape
+    assert np.array_equal(np.asarray(again.search_matrix), np.asarray(again.embeddings))
+    again.build_dba(3)
+    assert not again.dba_stale and len(again.search_matrix) == 13
+    # damaged file: a clear error, never silently used
+    path = again.path / again.manifest["dba"]["file"]
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCollectionError, match=path.name):
+        Collection.open(again.path).search_matrix
+    again.build_dba(0)
+    assert again.manifest["dba"] is None

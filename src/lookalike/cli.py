@@ -60,6 +60,9 @@ def index(
         "--lsh/--no-lsh", help="Build the LSH index (default: when the collection has >= 5,000 images).")] = None,
     lsh_family: Annotated[str, typer.Option(help="LSH hash family: hyperplane, brp or minhash.")] = "hyperplane",
     target_recall: Annotated[float, typer.Option(help="Recall@10 the LSH tuner aims for.")] = 0.95,
+    dba: Annotated[Optional[int], typer.Option(
+        help="Database-side augmentation with N neighbours for better class retrieval (10 is good; 0 = off; "
+             "kept for later runs). Use with search --expand 5.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     show_skipped: Annotated[int, typer.Option(help="List at most this many skipped files.")] = 20,
 ):
@@ -82,9 +85,13 @@ def index(
         raise typer.Exit(130) from None
     from .collection import LSH_MIN_IMAGES
 
+    if dba is not None and dba != (col.manifest.get("dba") or {}).get("n", 0):
+        col.build_dba(dba)
+    elif col.dba_stale:
+        col.build_dba(col.manifest["dba"]["n"], alpha=col.manifest["dba"].get("alpha", 3.0))
     lsh_info = None
     if (lsh if lsh is not None else len(col) >= LSH_MIN_IMAGES) and len(col) >= 2:
-        up_to_date = col.manifest.get("lsh", {}).get("generation") == col.manifest["generation"]
+        up_to_date = col.lsh is not None
         if not up_to_date or col.manifest["lsh"].get("family") != lsh_family:
             col.build_lsh(family=lsh_family, target_recall=target_recall)
         lsh_info = {key: col.manifest["lsh"][key] for key in
@@ -304,6 +311,8 @@ def evaluate(
     near_dup: Annotated[int, typer.Option(help="Originals to edit for the near-duplicate test (0 = skip).")] = 100,
     ignore_label: Annotated[Optional[list[str]], typer.Option(help="Leave images with this label out of P@k/mAP.")] = None,
     expand: Annotated[int, typer.Option(help="Also measure class retrieval with query expansion (N neighbours).")] = 0,
+    dba: Annotated[int, typer.Option(help="Also measure class retrieval on the database augmented with N neighbours "
+                                          "(alpha-DBA), combined with --expand if given.")] = 0,
     out_json: Annotated[Optional[Path], typer.Option("--out", help="Also write the results as JSON here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and edits.")] = 0,
 ):
@@ -333,6 +342,12 @@ def evaluate(
                                                                          expand=expand)
             out.print(f"  with query expansion ({expand}): P@1 {r['p_at_1']:.3f}  P@{k} {r['p_at_k']:.3f}  "
                       f"mAP {r['map']:.3f}", highlight=False)
+        if dba:
+            results["class_retrieval_dba"] = r = ev.class_retrieval(emb, [labels[i] for i in keep], k=k,
+                                                                    expand=expand, dba=dba)
+            how = f"database augmentation ({dba})" + (f" + query expansion ({expand})" if expand else "")
+            out.print(f"  with {how}: P@1 {r['p_at_1']:.3f}  P@{k} {r['p_at_k']:.3f}  mAP {r['map']:.3f}",
+                      highlight=False)
     if near_dup:
         nd = ev.near_duplicate_robustness(col, n_originals=near_dup, seed=seed, k=k)
         results["near_duplicates"] = nd

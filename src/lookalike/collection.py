@@ -42,7 +42,7 @@ DEFAULT_DB = "lookalike-index"
 # collection (rewrites stay amortised O(n)). 2,000 images ~ 15 s of work here.
 CHECKPOINT_MIN_ROWS = 2_000
 META_COLUMNS = ("id", "path", "size", "mtime_ns", "content_hash", "width", "height", "label")
-_GEN_FILE = re.compile(r"^(meta|embeddings|errors|lsh)-(\d{6})\.(parquet|npy|npz)$")
+_GEN_FILE = re.compile(r"^(meta|embeddings|errors|lsh|dba)-(\d{6})\.(parquet|npy|npz)$")
 # Collections at least this big are searched through the LSH index by default (below
 # it, exact search takes under ~2 ms on one core and is never wrong).
 LSH_MIN_IMAGES = 5_000
@@ -197,6 +197,7 @@ class Collection:
         self._row_of_path: dict[str, int] | None = None
         self._row_of_id: dict[int, int] | None = None
         self._lsh = None
+        self._search_matrix = None
 
     # ---------------------------------------------------------------- create / open
     @classmethod
@@ -519,6 +520,7 @@ class Collection:
         self._errors = sorted(errors.items())
         self._row_of_path = self._row_of_id = None
         self._lsh = None
+        self._search_matrix = None
 
     def index(self, root: str | os.PathLike, *, batch_size: int = 32, workers: int | None = None,
               max_pixels: int | None = images.DEFAULT_MAX_PIXELS, include_hidden: bool = False,
@@ -800,30 +802,83 @@ class Collection:
             params = {key: prev[key] for key in ("n_tables", "n_bits", "n_probes", "bucket_length", "top_dims", "rerank")
                       if prev.get(key) is not None}
         t0 = time.perf_counter()
-        index = LSHIndex(family=family, target_recall=target_recall, k=k, **params).fit(self._embeddings, self.ids)
+        vectors = self.search_matrix
+        index = LSHIndex(family=family, target_recall=target_recall, k=k, **params).fit(vectors, self.ids)
         if index.recall_ is None:
-            index.recall_, index.candidates_ = measure(index, np.asarray(self._embeddings), k=k, seed=index.seed)
+            index.recall_, index.candidates_ = measure(index, np.asarray(vectors), k=k, seed=index.seed)
         seconds = time.perf_counter() - t0
         name = f"lsh-{self.manifest['generation']:06d}.npz"
         blob = index.to_bytes()
         storage.atomic_write(self.path / name, lambda f: f.write(blob))
-        info = {**index.params(), "file": name, "sha256": storage.bytes_sha256(blob),
+        info = {**index.params(), "file": name, "sha256": storage.bytes_sha256(blob), "dba": bool(self.manifest.get("dba")),
                 "generation": self.manifest["generation"], "build_seconds": round(seconds, 3),
                 "tuned_at": prev.get("tuned_at") if reuse else len(self)}
         self.update_manifest(lsh=info)
         self._lsh = index
         return index
 
+    def build_dba(self, n: int = 10, *, alpha: float = 3.0) -> None:
+        """Store database-side augmented vectors (alpha-DBA with ``n`` neighbours) for search.
+
+        Search (exact and LSH) then ranks against the augmented vectors: +3 to +4 points P@10
+        and about +9 mAP on Caltech-101 with ``search --expand 5``. Near-duplicate search keeps
+        using the raw embeddings. ``n=0`` turns it off. Recomputed by ``lookalike index``
+        after every change (O(n^2 d) exact neighbours).
+        """
+        self._check_writable()
+        if n <= 0:
+            self.update_manifest(dba=None)
+            self._search_matrix = None
+            return
+        from .evaluate import database_augment
+
+        t0 = time.perf_counter()
+        aug = database_augment(self._embeddings, min(n, max(len(self) - 1, 0)), alpha=alpha) if len(self) > 1 \
+            else np.asarray(self._embeddings, np.float32)
+        name = f"dba-{self.manifest['generation']:06d}.npy"
+        blob = _npy_bytes(aug)
+        storage.atomic_write(self.path / name, lambda f: f.write(blob))
+        self.update_manifest(dba={"n": int(n), "alpha": float(alpha), "file": name, "sha256": storage.bytes_sha256(blob),
+                                  "generation": self.manifest["generation"],
+                                  "seconds": round(time.perf_counter() - t0, 3)})
+        self._search_matrix = aug
+        self._lsh = None
+
+    @property
+    def dba_stale(self) -> bool:
+        """DBA is configured but was computed for an older generation (run build_dba)."""
+        info = self.manifest.get("dba")
+        return bool(info) and info.get("generation") != self.manifest["generation"]
+
+    @property
+    def search_matrix(self) -> np.ndarray:
+        """The vectors search ranks against: the DBA-augmented ones when enabled and current,
+        else the embeddings.
+        """
+        info = self.manifest.get("dba")
+        if not info or self.dba_stale:
+            return self._embeddings
+        if getattr(self, "_search_matrix", None) is None:
+            path = self.path / info["file"]
+            storage.verify(path, info["sha256"], RECOVER_HINT.format(db=self.path))
+            arr = np.load(path, mmap_mode="r")
+            if arr.shape != self._embeddings.shape:
+                raise CorruptCollectionError(f"{path} has shape {arr.shape}, expected {self._embeddings.shape}. "
+                                             + RECOVER_HINT.format(db=self.path))
+            self._search_matrix = arr
+        return self._search_matrix
+
     @property
     def lsh(self):
         """The stored LSH index if it is up to date with the embeddings, else None."""
         info = self.manifest.get("lsh")
-        if self._lsh is None and info and info.get("generation") == self.manifest["generation"]:
+        if (self._lsh is None and info and info.get("generation") == self.manifest["generation"]
+                and info.get("dba", False) == bool(self.manifest.get("dba")) and not self.dba_stale):
             from .lsh import LSHIndex
 
             path = self.path / info["file"]
             storage.verify(path, info["sha256"], RECOVER_HINT.format(db=self.path))
-            self._lsh = LSHIndex.load(path.read_bytes(), vectors=self._embeddings)
+            self._lsh = LSHIndex.load(path.read_bytes(), vectors=self.search_matrix)
             if not np.array_equal(self._lsh._ids, self.ids):
                 raise CorruptCollectionError(f"LSH index {path} does not match the collection's ids. "
                                              + RECOVER_HINT.format(db=self.path))
@@ -916,11 +971,11 @@ class Collection:
         if expand > 0:
             from .evaluate import expand_queries
 
-            vectors = expand_queries(vectors, self._embeddings, min(expand, len(self)), exclude=exclude_rows)
+            vectors = expand_queries(vectors, self.search_matrix, min(expand, len(self)), exclude=exclude_rows)
         if self.resolve_method(method) == "lsh" and exclude_rows is None:
             scores, ids = self.lsh.kneighbors(vectors, k)
             return [self._hits(s[i >= 0], [self.row_of_id(x) for x in i[i >= 0]]) for s, i in zip(scores, ids)]
-        scores, rows = exact_topk(self._embeddings, vectors, k, exclude=exclude_rows)
+        scores, rows = exact_topk(self.search_matrix, vectors, k, exclude=exclude_rows)
         return [self._hits(s, r) for s, r in zip(scores, rows)]
 
     def _hits(self, scores: Sequence[float], rows: Sequence[int]) -> list[Hit]:

@@ -130,6 +130,8 @@ def find_pairs(col, threshold: float, *, method: str = "auto", against=None) -> 
         other = against.metadata_columns()
     else:
         use = col.resolve_method(method)
+        if use == "lsh" and col.manifest.get("dba"):
+            use = "exact"  # the LSH index holds augmented vectors; duplicates use the raw ones
         if use == "lsh":
             ra, rb, sc = lsh_pairs(col.lsh, col.row_of_id, threshold)
         else:

@@ -54,3 +54,17 @@ def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
 
 
 query_candidates = njit(cache=True, nogil=True)(_query_candidates) if njit is not None else None
+
+
+def _csr_fill(buckets, rows, offsets):
+    """Stable counting sort: ``rows`` placed by bucket (``offsets`` from the bucket counts)."""
+    pos = offsets[:-1].copy()
+    out = np.empty(len(rows), np.int32)
+    for i in range(len(buckets)):
+        b = buckets[i]
+        out[pos[b]] = rows[i]
+        pos[b] += 1
+    return out
+
+
+csr_fill = njit(cache=True, nogil=True)(_csr_fill) if njit is not None else None

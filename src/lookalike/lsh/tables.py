@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kernels import csr_fill
+
 # Widest bucket id: 2**20 + 1 int32 offsets = 4 MB per table.
 MAX_BUCKET_BITS = 20
 
@@ -28,9 +30,11 @@ def bucket_of(keys: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _csr(buckets: np.ndarray, rows: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(buckets, kind="stable")
     offsets = np.zeros((1 << bits) + 1, np.int32)
     np.cumsum(np.bincount(buckets, minlength=1 << bits), out=offsets[1:])
+    if csr_fill is not None:  # O(n) counting sort
+        return offsets, csr_fill(np.ascontiguousarray(buckets, np.int64), np.ascontiguousarray(rows, np.int32), offsets)
+    order = np.argsort(buckets, kind="stable")
     return offsets, rows[order].astype(np.int32)
 
 

@@ -139,6 +139,9 @@ def _tune_hyperplane(index, X, qrows, truth):
     for K in reversed(bits_grid):  # many bits first: few candidates, cheap to measure
         bits = tables.bucket_bits(K, n)
         codes_k = codes_max & np.uint64((1 << K) - 1)
+        # Hamming bits of all tables, packed once per K; the first L tables are a bit prefix.
+        packed_k = families.hamming_codes(codes_k, K) if index.rerank and max(tables_grid) * K >= \
+            index._MIN_HAMMING_BITS else None
         keys, rows = tables.build(codes_k, bits)
         probes = [P for P in probes_grid if P <= 1 << min(K, families.PROBE_BITS)]
         pk_all = families.probe_from_projection(proj_q[:, :, :K], max(probes))
@@ -157,7 +160,7 @@ def _tune_hyperplane(index, X, qrows, truth):
                 np.full(len(want), np.iinfo(np.int16).max)
             counts = np.bincount(first, minlength=max(probes) + 1).cumsum()
             hamming = index.rerank and L * K >= index._MIN_HAMMING_BITS
-            ham = _pair_hamming(codes_k[:, :L], K, pair, qrows, n) if hamming else None
+            ham = _pair_hamming(packed_k, _prefix_mask(codes_k.shape[1], L, K), pair, qrows, n) if hamming else None
             for P in [P for P in probes if P <= p_cap]:
                 cand = float(counts[P - 1] / nq)
                 rec = float((truth_first < P).mean())
@@ -175,11 +178,17 @@ def _tune_hyperplane(index, X, qrows, truth):
     return trials
 
 
-def _pair_hamming(codes, n_bits, pair, qrows, n):
-    """Hamming distance over all hash bits between each (query, row) pair's query and row."""
-    packed = families.hamming_codes(codes, n_bits)  # (n, W)
+def _prefix_mask(n_tables: int, L: int, n_bits: int) -> np.ndarray:
+    """Packed-word mask selecting the hash bits of the first ``L`` of ``n_tables`` tables."""
+    ones = np.zeros((1, n_tables), np.uint64)
+    ones[0, :L] = (1 << n_bits) - 1
+    return families.hamming_codes(ones, n_bits)[0]
+
+
+def _pair_hamming(packed, mask, pair, qrows, n):
+    """Hamming distance over the masked hash bits between each (query, row) pair's query and row."""
     qi, r = pair // n, pair % n
-    return np.bitwise_count(np.take(packed, r, axis=0) ^ np.take(packed, qrows[qi], axis=0)).sum(
+    return np.bitwise_count((np.take(packed, r, axis=0) ^ np.take(packed, qrows[qi], axis=0)) & mask).sum(
         axis=1, dtype=np.int32)
 
 
