@@ -36,9 +36,9 @@ COST_PER_CANDIDATE = 0.3
 COST_PER_PROBE = 0.2
 COST_PER_TABLE = 1.0
 COST_PER_HAMMING = 0.03  # Hamming distance of one candidate's hash bits (hyperplane filter)
-# Most (query, table, probe, row) entries one tuning lookup may produce: ~30M entries is
-# ~1 GB of temporary int64 arrays.
-TUNE_MAX_ENTRIES = 30_000_000
+# Most (query, table, probe, row) entries one tuning lookup may produce: ~8M entries is
+# ~300 MB of temporary int64 arrays (settings needing more are near-full scans anyway).
+TUNE_MAX_ENTRIES = 8_000_000
 # Give up on a setting once it returns more than this share of the collection.
 MAX_CANDIDATE_SHARE = 0.3
 
