@@ -8,7 +8,7 @@ import numpy as np
 
 # Rows scored per block: 65,536 x 1280 float32 = 320 MB touched per block, and the score
 # block for 1,024 queries is 256 MB; keeps peak memory bounded on million-row collections.
-EXACT_CHUNK_ROWS = 65_536
+EXACT_CHUNK_ROWS = 32_768
 QUERY_CHUNK = 1_024
 
 

@@ -116,12 +116,14 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
 def hamming_codes(codes: np.ndarray, n_bits: int) -> np.ndarray:
     """Pack ``(n, L)`` per-table codes of ``n_bits`` bits densely: ``(n, W)`` uint64 words."""
     n, n_tables = codes.shape
-    bits = ((codes[:, :, None] >> np.arange(n_bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
-    packed = np.packbits(bits.reshape(n, n_tables * n_bits), axis=1)
-    pad = (-packed.shape[1]) % 8
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
-    return np.ascontiguousarray(packed).view(np.uint64)
+    n_bytes = -(-n_tables * n_bits // 8)
+    packed = np.zeros((n, n_bytes + (-n_bytes) % 8), np.uint8)
+    shifts = np.arange(n_bits, dtype=np.uint64)
+    for i in range(0, n, 1 << 16):  # blocks: the unpacked bits are 8 bytes per bit
+        block = codes[i : i + (1 << 16)]
+        bits = ((block[:, :, None] >> shifts) & np.uint64(1)).astype(np.uint8)
+        packed[i : i + len(block), :n_bytes] = np.packbits(bits.reshape(len(block), n_tables * n_bits), axis=1)
+    return packed.view(np.uint64)
 
 
 def _patterns(m: int) -> np.ndarray:

@@ -187,9 +187,13 @@ def _prefix_mask(n_tables: int, L: int, n_bits: int) -> np.ndarray:
 
 def _pair_hamming(packed, mask, pair, qrows, n):
     """Hamming distance over the masked hash bits between each (query, row) pair's query and row."""
-    qi, r = pair // n, pair % n
-    return np.bitwise_count((np.take(packed, r, axis=0) ^ np.take(packed, qrows[qi], axis=0)) & mask).sum(
-        axis=1, dtype=np.int32)
+    out = np.empty(len(pair), np.int32)
+    for i in range(0, len(pair), 1 << 20):  # blocks bound the (pairs, words) temporaries
+        p = pair[i : i + (1 << 20)]
+        qi, r = p // n, p % n
+        out[i : i + len(p)] = np.bitwise_count(
+            (np.take(packed, r, axis=0) ^ np.take(packed, qrows[qi], axis=0)) & mask).sum(axis=1, dtype=np.int32)
+    return out
 
 
 def _with_hamming_cut(trial, index, pair, mask, ham, want, nq, n, dim):
