@@ -115,7 +115,6 @@ def write_vectors(path, X, names=None, encoder="efficientnet-lite0"):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lookalike.encoders import REGISTRY
     from lookalike.spark.embed import META_DIR
 
     path.mkdir(parents=True)
@@ -139,7 +138,6 @@ def write_vectors(path, X, names=None, encoder="efficientnet-lite0"):
     enc = get_encoder(encoder)
     (path / META_DIR / "part-00000.txt").write_text(json.dumps(
         {"encoder": enc.name, "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False}) + "\n")
-    assert REGISTRY
     return names
 
 

@@ -439,6 +439,19 @@ def _spark(master: str | None, app_name: str, threads: int = 1):
     return spark_session(master, app_name, **{"spark.executorEnv.LOOKALIKE_THREADS": str(threads)})
 
 
+def _spark_job(master: str | None, app_name: str, job, *args, **kwargs):
+    """Run ``job(spark, *args, **kwargs)`` in a session that is always stopped; bad input -> a clear exit."""
+    from .spark.data import SparkInputError
+
+    spark = _spark(master, app_name)
+    try:
+        return job(spark, *args, **kwargs)
+    except (SparkInputError, ValueError) as e:
+        _fail(str(e))
+    finally:
+        spark.stop()
+
+
 @spark_app.command("index")
 def spark_index_cmd(
     input_path: Annotated[str, typer.Argument(help="Folder or URI of images (read recursively by Spark).")],
@@ -479,19 +492,13 @@ def spark_dupes_cmd(
     master: MasterOpt = None,
 ):
     """All-pairs near-duplicates on Spark: pairs and groups with a suggested keeper. Never deletes files."""
-    from .spark.data import SparkInputError
     from .spark.dupes import METHODS, spark_dupes
 
     if method not in METHODS:
         _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
-    spark = _spark(master, "lookalike-dupes")
-    try:
-        res = spark_dupes(spark, source, out_path, threshold=threshold, method=method, target_recall=target_recall,
-                          n_bands=bands, n_bits=bits, n_tables=tables, bucket_length=bucket_length)
-    except (SparkInputError, ValueError) as e:
-        _fail(str(e))
-    finally:
-        spark.stop()
+    res = _spark_job(master, "lookalike-dupes", spark_dupes, source, out_path, threshold=threshold, method=method,
+                     target_recall=target_recall, n_bands=bands, n_bits=bits, n_tables=tables,
+                     bucket_length=bucket_length)
     if fmt == "json":
         print(json.dumps({"threshold": threshold, "method": method, "images": res.n_vectors, "seconds": res.seconds,
                           "plan": res.plan, "pairs": res.pairs, "groups": res.groups}, indent=2))
@@ -521,18 +528,11 @@ def spark_search_cmd(
     master: MasterOpt = None,
 ):
     """Find the k most similar images for many queries at once, on Spark."""
-    from .spark.data import SparkInputError
     from .spark.search import METHODS, spark_search
 
     if method not in METHODS:
         _fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
-    spark = _spark(master, "lookalike-search")
-    try:
-        res = spark_search(spark, queries, collection, out_path, k=k, method=method)
-    except (SparkInputError, ValueError) as e:
-        _fail(str(e))
-    finally:
-        spark.stop()
+    res = _spark_job(master, "lookalike-search", spark_search, queries, collection, out_path, k=k, method=method)
     if fmt == "json":
         print(json.dumps({"k": k, "method": method, "results": res.results, "errors": res.errors}, indent=2))
         return

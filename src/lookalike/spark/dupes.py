@@ -22,7 +22,7 @@ import numpy as np
 
 from ..dupes import components
 from .banding import ROW_COST, BandPlan, pairs_in_sorted, plan_bands
-from .data import arrow_batch_rows, load_embeddings, sample_vectors
+from .data import arrow_batch_rows, as_matrix, load_embeddings, sample_vectors
 
 METHODS = ("lsh", "mllib-brp", "mllib-minhash")
 PAIR_SCHEMA = "a long, b long, score float"
@@ -150,11 +150,11 @@ def lsh_pairs(spark, df, n: int, threshold: float, *, target_recall: float = 0.9
     if broadcast:
         # Small enough to ship to every executor: shuffle only (band, key, id) rows and look
         # the vectors up locally, like a broadcast hash join.
-        with arrow_batch_rows(spark, 4096):
-            got = df.select("id", "embedding").toArrow()
-        ids = got.column("id").to_numpy()
+        with arrow_batch_rows(spark, 4096):  # toPandas, not toArrow: pyspark 3.5 has no toArrow
+            got = df.select("id", "embedding").toPandas()
+        ids = got["id"].to_numpy()
         order = np.argsort(ids)
-        emb = _list_matrix(got.column("embedding").combine_chunks())
+        emb = as_matrix(got["embedding"])
         table = sc.broadcast((ids[order], np.ascontiguousarray(emb[order])))
     schema = "band int, key long, id long, keys binary" + (", emb binary" if table is None else "")
     exploded = df.select("id", "embedding").mapInArrow(partial(_explode, plan=plan, with_emb=table is None), schema)
