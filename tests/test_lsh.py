@@ -152,9 +152,26 @@ def test_compiled_single_query_path_matches_numpy(data, fitted, monkeypatch):
     fast_sets = [set(index.candidates(q[None], filtered=False)[1].tolist()) for q in Q[:30]]
     fast = np.vstack([index.kneighbors(q[None], 10)[1] for q in Q[:30]])
     monkeypatch.setattr(_kernels, "query_candidates", None)
+    monkeypatch.setattr(_kernels, "query_one", None)
     slow_sets = [set(index.candidates(q[None], filtered=False)[1].tolist()) for q in Q[:30]]
     slow = np.vstack([index.kneighbors(q[None], 10)[1] for q in Q[:30]])
     assert fast_sets == slow_sets  # identical candidates before the Hamming cut
     _, truth = exact_topk(X, Q[:30], 10)
     # ties in Hamming distance at the cut may keep different rows: compare quality, not identity
     assert abs(recall_at_k(fast, truth) - recall_at_k(slow, truth)) <= 0.02
+
+
+def test_compiled_probes_match_numpy_probes():
+    from lookalike.lsh import _kernels, families, tables
+
+    if _kernels.query_one is None:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(3)
+    for K, P in [(14, 8), (10, 64), (4, 32), (16, 1)]:
+        proj = rng.standard_normal((1, 6, K)).astype(np.float32)
+        want = tables.bucket_of(families.probe_from_projection(proj, P)[0], 12)
+        got, own = _kernels._probe_buckets(proj[0], P, families.PROBE_BITS, 12)
+        assert [sorted(r) for r in got.tolist()] == [sorted(r) for r in want.tolist()]
+        assert own.tolist() == families.pack_bits(proj[0] > 0).tolist()
+        packed = families.hamming_codes(own[None], K)[0]
+        assert _kernels._pack_query(own, K, len(packed)).tolist() == packed.tolist()

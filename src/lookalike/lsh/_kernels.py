@@ -17,7 +17,7 @@ def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
     """Unique live rows in the probed buckets, and each one's Hamming distance to ``qcode``.
 
     offsets (L', 2**b + 1) int32; rows (L', n) int32; buckets (L, P) int64 bucket ids;
-    codes (W, n) uint64 word-major hash bits (or shape (0, n) for none); qcode (W,) uint64.
+    codes (n, W) uint64 row-major hash bits, one cache line per candidate (or shape (n, 0) for none); qcode (W,) uint64.
     """
     n_tables, n_probes = buckets.shape
     n = rows.shape[1]
@@ -30,7 +30,7 @@ def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
     out = np.empty(total, np.int64)
     ham = np.zeros(total, np.int32)
     m = 0
-    n_words = codes.shape[0]
+    n_words = codes.shape[1]
     for t in range(n_tables):
         for p in range(n_probes):
             b = buckets[t, p]
@@ -42,7 +42,7 @@ def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
                 out[m] = r
                 h = 0
                 for w in range(n_words):
-                    x = codes[w, r] ^ qcode[w]
+                    x = codes[r, w] ^ qcode[w]
                     # popcount (SWAR)
                     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
                     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
@@ -54,6 +54,118 @@ def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
 
 
 query_candidates = njit(cache=True, nogil=True)(_query_candidates) if njit is not None else None
+
+
+def _probe_buckets(proj, n_probes, probe_bits, bits):
+    """Multi-probe bucket ids ``(L, P')`` for one query's projections ``proj`` ``(L, K)``,
+    and its own codes ``(L,)``: the same probes as ``families.probe_from_projection``
+    (patterns of the ``probe_bits`` lowest-margin bits by smallest sum of squared margins).
+    """
+    n_tables, n_bits = proj.shape
+    m = min(probe_bits, n_bits, max(n_probes - 1, 0))
+    n_pat = 1 << m
+    n_out = min(n_probes, n_pat)
+    buckets = np.empty((n_tables, n_out), np.int64)
+    codes = np.zeros(n_tables, np.uint64)
+    mask = (1 << bits) - 1
+    scores = np.empty(2 * n_out + 2, np.float64)  # open perturbation sets: score, bit set, largest bit
+    flips = np.empty(2 * n_out + 2, np.int64)
+    top = np.empty(2 * n_out + 2, np.int64)
+    low = np.empty(max(m, 1), np.int64)
+    low_sq = np.empty(max(m, 1), np.float64)
+    taken = np.empty(n_bits, np.bool_)
+    for t in range(n_tables):
+        code = 0
+        for j in range(n_bits):
+            taken[j] = False
+            if proj[t, j] > 0:
+                code |= 1 << j
+        codes[t] = code
+        for i in range(m):  # the m bits with the smallest |margin|, smallest first
+            best, best_v = -1, np.inf
+            for j in range(n_bits):
+                v = abs(proj[t, j])
+                if not taken[j] and v < best_v:
+                    best, best_v = j, v
+            taken[best] = True
+            low[i] = best
+            low_sq[i] = np.float64(best_v) * np.float64(best_v)
+        # Perturbation sets in increasing score order (Lv et al. 2007): from the best set so
+        # far, "shift" replaces its largest bit i by i+1, "expand" adds i+1; every subset of
+        # the m bits is generated once. At most 2 * n_out sets are open at a time.
+        buckets[t, 0] = (code ^ (code >> bits) ^ (code >> (2 * bits)) ^ (code >> (3 * bits))) & mask
+        n_open = 0
+        if n_out > 1:
+            scores[0], flips[0], top[0] = low_sq[0], 1, 0
+            n_open = 1
+        for o in range(1, n_out):
+            best = 0
+            for h in range(1, n_open):
+                if scores[h] < scores[best]:
+                    best = h
+            sc, f, i = scores[best], flips[best], top[best]
+            n_open -= 1
+            scores[best], flips[best], top[best] = scores[n_open], flips[n_open], top[n_open]
+            k = code
+            for j in range(m):
+                if (f >> j) & 1:
+                    k ^= 1 << low[j]
+            buckets[t, o] = (k ^ (k >> bits) ^ (k >> (2 * bits)) ^ (k >> (3 * bits))) & mask
+            if i + 1 < m:
+                scores[n_open], flips[n_open], top[n_open] = sc - low_sq[i] + low_sq[i + 1], (f ^ (1 << i)) | (1 << (i + 1)), i + 1
+                scores[n_open + 1], flips[n_open + 1], top[n_open + 1] = sc + low_sq[i + 1], f | (1 << (i + 1)), i + 1
+                n_open += 2
+    return buckets, codes
+
+
+def _pack_query(codes, n_bits, n_words):
+    """One query's per-table codes packed like ``families.hamming_codes`` (np.packbits, big-endian
+    bits in each byte, bytes little-endian in each uint64 word)."""
+    out = np.zeros(n_words, np.uint64)
+    for t in range(len(codes)):
+        for j in range(n_bits):
+            if (codes[t] >> np.uint64(j)) & np.uint64(1):
+                i = t * n_bits + j
+                out[i // 64] |= np.uint64(1) << np.uint64(((i // 8) % 8) * 8 + 7 - i % 8)
+    return out
+
+
+def _query_one(proj, n_probes, probe_bits, bits, offsets, rows, codes, alive, rerank):
+    """The whole candidate step of one hyperplane query: probes, bucket scan, de-duplication,
+    Hamming distance, and (``rerank`` > 0) the ``rerank`` Hamming-nearest candidates
+    (ties at the cut kept in scan order)."""
+    buckets, own = _probe_buckets(proj, n_probes, probe_bits, bits)
+    qcode = _pack_query(own, proj.shape[1], codes.shape[1]) if codes.shape[1] else np.zeros(0, np.uint64)
+    cand, ham = _query_candidates(offsets, rows, buckets, codes, qcode, alive)
+    if rerank <= 0 or codes.shape[1] == 0 or len(cand) <= rerank:
+        return cand
+    hist = np.zeros(codes.shape[1] * 64 + 2, np.int64)
+    for h in ham:
+        hist[h] += 1
+    cut, total = 0, 0
+    while total + hist[cut] < rerank:
+        total += hist[cut]
+        cut += 1
+    room = rerank - total  # rows at distance == cut that still fit
+    out = np.empty(rerank, np.int64)
+    m = 0
+    for i in range(len(cand)):
+        if ham[i] < cut or (ham[i] == cut and room > 0):
+            if ham[i] == cut:
+                room -= 1
+            out[m] = cand[i]
+            m += 1
+    return out
+
+
+if njit is not None:
+    _query_candidates_jit = query_candidates
+    _probe_buckets = njit(cache=True, nogil=True)(_probe_buckets)
+    _pack_query = njit(cache=True, nogil=True)(_pack_query)
+    _query_candidates = _query_candidates_jit  # called from the compiled _query_one
+    query_one = njit(cache=True, nogil=True)(_query_one)
+else:  # pragma: no cover
+    query_one = None
 
 
 def _csr_fill(buckets, rows, offsets):

@@ -14,7 +14,7 @@ from .families import FAMILIES, Family, make_family
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2  # 2: Hamming codes row-major (n, words)
 # Queries processed together: bounds the gathered candidate block (queries x candidates x dim).
 QUERY_BATCH = 64
 
@@ -46,7 +46,7 @@ class LSHIndex:
         Recall@k the tuner aims for.
     k : int, default 10
         The k the tuner measures recall at (queries may ask any k).
-    rerank : int, default 128
+    rerank : int, default 64
         hyperplane only, when tables x bits >= 128: candidates are first ordered by the
         Hamming distance of all their hash bits to the query's (a cheap angle estimate)
         and only the best ``rerank`` per query get the exact cosine. 0 disables.
@@ -67,7 +67,7 @@ class LSHIndex:
 
     def __init__(self, *, family: str = "hyperplane", n_tables: int | None = None, n_bits: int | None = None,
                  n_probes: int | None = None, bucket_length: float | None = None, top_dims: int = 50,
-                 target_recall: float = 0.95, k: int = 10, rerank: int = 128, seed: int = 0,
+                 target_recall: float = 0.95, k: int = 10, rerank: int = 64, seed: int = 0,
                  dtype: str = "float32"):
         self.family = family
         self.n_tables = n_tables
@@ -141,8 +141,8 @@ class LSHIndex:
         codes = self.family_.keys(X)
         self.bucket_bits_ = tables.bucket_bits(self.n_bits_ if self.family == "hyperplane" else None, len(X))
         self._keys, self._rows = tables.build(codes, self.bucket_bits_)
-        # (words, n): word-major, so a candidate's Hamming distance is a sum over a few rows
-        self._codes = np.ascontiguousarray(families.hamming_codes(codes, self.n_bits_).T) if self._uses_hamming() else None
+        # (n, words): a candidate's hash bits are one cache line (the compiled path reads them in scan order)
+        self._codes = families.hamming_codes(codes, self.n_bits_) if self._uses_hamming() else None
         self._row_of_id = None
         self.rerank_ = self.tuning_["best"].get("rerank", self.rerank) if self.tuning_ else self.rerank
         if self.tuning_ is not None:
@@ -199,7 +199,7 @@ class LSHIndex:
         codes = self.family_.keys(X)
         self._keys, self._rows = tables.insert(self._keys, self._rows, codes, new_rows, self.bucket_bits_)
         if self._codes is not None:
-            self._codes = np.concatenate([self._codes, families.hamming_codes(codes, self.n_bits_).T], axis=1)
+            self._codes = np.concatenate([self._codes, families.hamming_codes(codes, self.n_bits_)])
         self._X = np.concatenate([self._X, X.astype(self.dtype)])
         self._ids = np.concatenate([self._ids, ids])
         self._alive = np.concatenate([self._alive, np.ones(len(X), bool)])
@@ -224,6 +224,12 @@ class LSHIndex:
         With ``filtered`` (and Hamming filtering in use), at most ``rerank`` per query:
         those whose hash bits are closest to the query's.
         """
+        if len(Q) == 1 and self.family == "hyperplane" and _kernels.query_one is not None:  # compiled latency path
+            proj = self.family_._project(np.asarray(Q, np.float32))[0]
+            codes = self._codes if self._codes is not None else np.empty((len(self._X), 0), np.uint64)
+            rows = _kernels.query_one(proj, int(n_probes or self.n_probes_), families.PROBE_BITS, self.bucket_bits_,
+                                      self._keys, self._rows, codes, self._alive, self.rerank_ if filtered else 0)
+            return np.zeros(len(rows), np.int64), rows
         pk = self.family_.probe_keys(Q, n_probes or self.n_probes_)
         if len(Q) == 1 and _kernels.query_candidates is not None:  # compiled latency path
             return self._candidates_one(pk, filtered)
@@ -233,9 +239,9 @@ class LSHIndex:
         qi, rows = qi[keep], rows[keep]
         if filtered and self._codes is not None and len(rows) > self.rerank_:
             qcodes = families.hamming_codes(pk[:, :, 0], self.n_bits_)  # (q, words)
-            cand = np.take(self._codes, rows, axis=1)  # (words, c); np.take beats fancy indexing 3x here
-            cand ^= qcodes[0][:, None] if len(Q) == 1 else qcodes[qi].T
-            ham = np.bitwise_count(cand).sum(axis=0, dtype=np.int32)
+            cand = np.take(self._codes, rows, axis=0)  # (c, words); np.take beats fancy indexing 3x here
+            cand ^= qcodes[0][None, :] if len(Q) == 1 else qcodes[qi]
+            ham = np.bitwise_count(cand).sum(axis=1, dtype=np.int32)
             if len(Q) == 1:
                 best = np.argpartition(ham, self.rerank_ - 1)[: self.rerank_]
                 return qi[best], rows[best]
@@ -249,7 +255,7 @@ class LSHIndex:
     def _candidates_one(self, pk, filtered):
         buckets = tables.bucket_of(pk[0], self.bucket_bits_)
         use_codes = self._codes is not None
-        codes = self._codes if use_codes else np.empty((0, len(self._X)), np.uint64)
+        codes = self._codes if use_codes else np.empty((len(self._X), 0), np.uint64)
         qcode = families.hamming_codes(pk[:, :, 0], self.n_bits_)[0] if use_codes else np.empty(0, np.uint64)
         rows, ham = _kernels.query_candidates(self._keys, self._rows, buckets, codes, qcode, self._alive)
         if filtered and use_codes and len(rows) > self.rerank_:
@@ -417,6 +423,8 @@ class LSHIndex:
         index._keys, index._rows, index._ids = data["keys"], data["rows"], data["ids"]
         index.bucket_bits_ = p["bucket_bits"]
         index._codes = data["codes"] if "codes" in data.files else None
+        if index._codes is not None and meta["format_version"] < 2:  # version 1 stored them word-major
+            index._codes = np.ascontiguousarray(index._codes.T)
         X = data["vectors"] if "vectors" in data.files else vectors
         if X is None:
             raise ValueError("This index file holds no vectors; pass the vectors it was built on")
@@ -435,5 +443,5 @@ class LSHIndex:
         self._keys, self._rows = tables.drop(self._keys, self._rows, self._alive, new_row, self.bucket_bits_)
         self._X, self._ids = self._X[self._alive], self._ids[self._alive]
         if self._codes is not None:
-            self._codes = np.ascontiguousarray(self._codes[:, self._alive])
+            self._codes = np.ascontiguousarray(self._codes[self._alive])
         self._alive = np.ones(len(self._X), bool)
