@@ -175,3 +175,13 @@ def test_compiled_probes_match_numpy_probes():
         assert own.tolist() == families.pack_bits(proj[0] > 0).tolist()
         packed = families.hamming_codes(own[None], K)[0]
         assert _kernels._pack_query(own, K, len(packed)).tolist() == packed.tolist()
+
+
+def test_bit_packing_layouts():
+    from lookalike.lsh import families
+
+    bits = np.random.default_rng(5).random((7, 3, 13)) > 0.5
+    keys = families.pack_bits(bits)
+    want = (bits * (1 << np.arange(13))).sum(axis=-1)
+    assert keys.tolist() == want.tolist()
+    assert families.pack_hamming(bits).tolist() == families.hamming_codes(keys, 13).tolist()

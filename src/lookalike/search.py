@@ -78,7 +78,12 @@ def exact_topk(
                 ex = exclude[q0 : q0 + QUERY_CHUNK] - r0
                 rows = np.nonzero((ex >= 0) & (ex < block.shape[0]))[0]
                 s[rows, ex[rows]] = -np.inf
-            i = np.broadcast_to(np.arange(r0, r0 + block.shape[0], dtype=np.int64), s.shape)
+            if s.shape[1] > kk:  # the block's own top-k first: the merge then handles 2k columns, not the block
+                i = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+                s = np.take_along_axis(s, i, axis=1)
+                i = i + np.int64(r0)
+            else:
+                i = np.broadcast_to(np.arange(r0, r0 + block.shape[0], dtype=np.int64), s.shape)
             best_s, best_i = _merge_topk(np.hstack([best_s, s]), np.hstack([best_i, i]), kk)
         all_s.append(best_s)
         all_i.append(best_i)

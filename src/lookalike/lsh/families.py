@@ -20,8 +20,8 @@ import numpy as np
 
 # Odd 64-bit multipliers for mixing several small hash values into one table key.
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-# Rows hashed per block during fit: 32,768 x 1280 float32 = 160 MB.
-HASH_CHUNK_ROWS = 32_768
+# Rows hashed per block during fit: 16,384 x 1280 float32 = 80 MB.
+HASH_CHUNK_ROWS = 16_384
 # Multi-probe considers every flip pattern of the lowest-margin bits: 2**6 = 64 patterns.
 PROBE_BITS = 6
 
@@ -95,6 +95,16 @@ class Hyperplane(Family):
     def _keys(self, X: np.ndarray) -> np.ndarray:
         return pack_bits(self._project(X) > 0)
 
+    def keys_and_hamming(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bucket keys ``(n, n_tables)`` and all hash bits packed for Hamming distances ``(n, W)``,
+        from one projection pass over ``X`` in blocks."""
+        keys, packed = [], []
+        for i in range(0, len(X), HASH_CHUNK_ROWS):
+            bits = self._project(np.asarray(X[i : i + HASH_CHUNK_ROWS], np.float32)) > 0
+            keys.append(pack_bits(bits))
+            packed.append(pack_hamming(bits))
+        return np.concatenate(keys), np.concatenate(packed)
+
     def probe_keys(self, X: np.ndarray, n_probes: int) -> np.ndarray:  # noqa: D102
         return probe_from_projection(self._project(np.asarray(X, np.float32)), n_probes)
 
@@ -108,9 +118,20 @@ def mean_of(X: np.ndarray) -> np.ndarray:
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:
-    """Pack boolean ``(..., K)`` (K <= 64) into uint64 ``(...)``."""
-    weights = np.left_shift(np.uint64(1), np.arange(bits.shape[-1], dtype=np.uint64))
-    return (bits.astype(np.uint64) * weights).sum(axis=-1, dtype=np.uint64)
+    """Pack boolean ``(..., K)`` (K <= 64) into uint64 ``(...)``: bit j of the key is ``bits[..., j]``."""
+    by = np.packbits(bits, axis=-1, bitorder="little")  # (..., ceil(K / 8)) bytes, least significant first
+    out = np.zeros(bits.shape[:-1] + (8,), np.uint8)
+    out[..., : by.shape[-1]] = by
+    return out.view("<u8")[..., 0].astype(np.uint64)
+
+
+def pack_hamming(bits: np.ndarray) -> np.ndarray:
+    """Pack boolean ``(n, L, K)`` hash bits densely into ``(n, W)`` uint64 words (as :func:`hamming_codes`)."""
+    n = bits.shape[0]
+    flat = np.packbits(bits.reshape(n, -1), axis=1)
+    out = np.zeros((n, -(-flat.shape[1] // 8) * 8), np.uint8)
+    out[:, : flat.shape[1]] = flat
+    return out.view(np.uint64)
 
 
 def hamming_codes(codes: np.ndarray, n_bits: int) -> np.ndarray:

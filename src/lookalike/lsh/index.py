@@ -138,23 +138,24 @@ class LSHIndex:
         self._alive = np.ones(len(X), bool)
         self.family_: Family = make_family(self.family, **self._family_params()).fit(X)
         self.bucket_length_ = getattr(self.family_, "bucket_length", None)
-        codes = self.family_.keys(X)
+        # (n, words) Hamming codes: a candidate's hash bits are one cache line (the compiled path reads them in scan order)
+        codes, self._codes = self.family_.keys_and_hamming(X) if self._uses_hamming() else (self.family_.keys(X), None)
         self.bucket_bits_ = tables.bucket_bits(self.n_bits_ if self.family == "hyperplane" else None, len(X))
         self._keys, self._rows = tables.build(codes, self.bucket_bits_)
-        # (n, words): a candidate's hash bits are one cache line (the compiled path reads them in scan order)
-        self._codes = families.hamming_codes(codes, self.n_bits_) if self._uses_hamming() else None
+        del codes
         self._row_of_id = None
         self.rerank_ = self.tuning_["best"].get("rerank", self.rerank) if self.tuning_ else self.rerank
         if self.tuning_ is not None:
             from .tune import measure
 
-            self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed)
+            holdout = self.tuning_.pop("holdout", None)
+            self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed, holdout=holdout)
             # The tuner measured recall before the Hamming cut; widen the cut until the
             # final index reaches the target too (real embeddings need more than synthetic).
             while (self._codes is not None and self.recall_ < self.target_recall
                    and self.rerank_ < self.candidates_):
                 self.rerank_ *= 2
-                self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed)
+                self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed, holdout=holdout)
         return self
 
     # Bits needed before Hamming distance is a good enough angle estimate to filter on.

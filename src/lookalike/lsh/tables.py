@@ -12,6 +12,9 @@ import numpy as np
 
 from ._kernels import csr_fill
 
+# Tables of at least this many rows are filled by the compiled counting sort; below it a numpy
+# stable argsort is as fast and skips loading the JIT (~1 s once per process).
+CSR_COMPILED_ROWS = 300_000
 # Widest bucket id: 2**20 + 1 int32 offsets = 4 MB per table.
 MAX_BUCKET_BITS = 20
 
@@ -32,7 +35,7 @@ def bucket_of(keys: np.ndarray, bits: int) -> np.ndarray:
 def _csr(buckets: np.ndarray, rows: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros((1 << bits) + 1, np.int32)
     np.cumsum(np.bincount(buckets, minlength=1 << bits), out=offsets[1:])
-    if csr_fill is not None:  # O(n) counting sort
+    if csr_fill is not None and len(rows) >= CSR_COMPILED_ROWS:  # O(n) counting sort
         return offsets, csr_fill(np.ascontiguousarray(buckets, np.int64), np.ascontiguousarray(rows, np.int32), offsets)
     order = np.argsort(buckets, kind="stable")
     return offsets, rows[order].astype(np.int32)
