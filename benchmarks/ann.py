@@ -264,6 +264,16 @@ def main():
         print(f"{s}: {rows[-1]}  ({time.time() - t:.0f} s)", file=sys.stderr, flush=True)
     out = HERE / "results" / f"ann-{args.dataset}.json"
     out.parent.mkdir(exist_ok=True)
+    today = time.strftime("%Y-%m-%d")
+    for r in rows:
+        r["date"] = today
+    if args.systems and out.exists():  # a partial re-run keeps the other systems' rows (with their dates)
+        old = json.loads(out.read_text())
+        ran = {r["system"] for r in rows}
+        kept = [{**r, "date": r.get("date", old.get("date"))} for r in old["rows"] if r["system"] not in ran]
+        rows = kept + rows
+        order = {s: i for i, s in enumerate(SYSTEMS)}
+        rows.sort(key=lambda r: order.get(r["system"], len(order)))
     out.write_text(json.dumps({"benchmark": "ann", "dataset": args.dataset, "date": time.strftime("%Y-%m-%d"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "queries": N_QUERIES,
                                "rows": rows}, indent=2))

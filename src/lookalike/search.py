@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# Rows scored per block: 65,536 x 1280 float32 = 320 MB touched per block, and the score
-# block for 1,024 queries is 256 MB; keeps peak memory bounded on million-row collections.
-EXACT_CHUNK_ROWS = 32_768
+# Rows scored per block: 8,192 x 1280 float32 = 40 MB per block, and the score block for
+# 1,024 queries is 32 MB; keeps peak memory bounded on million-row collections.
+EXACT_CHUNK_ROWS = 8_192
 QUERY_CHUNK = 1_024
 
 

@@ -20,8 +20,8 @@ import numpy as np
 
 # Odd 64-bit multipliers for mixing several small hash values into one table key.
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-# Rows hashed per block during fit: 16,384 x 1280 float32 = 80 MB.
-HASH_CHUNK_ROWS = 16_384
+# Rows hashed per block during fit: 8,192 x 1280 float32 = 40 MB.
+HASH_CHUNK_ROWS = 8_192
 # Multi-probe considers every flip pattern of the lowest-margin bits: 2**6 = 64 patterns.
 PROBE_BITS = 6
 
@@ -51,8 +51,30 @@ class Family:
 
     def keys(self, X: np.ndarray) -> np.ndarray:
         """``(n, n_tables)`` uint64 bucket keys."""
-        out = [self._keys(np.asarray(X[i : i + HASH_CHUNK_ROWS], np.float32)) for i in range(0, len(X), HASH_CHUNK_ROWS)]
-        return np.concatenate(out) if out else np.zeros((0, self.n_tables), np.uint64)
+        out = np.empty((len(X), self.n_tables), np.uint64)
+        for i in range(0, len(X), HASH_CHUNK_ROWS):
+            out[i : i + HASH_CHUNK_ROWS] = self._keys(np.asarray(X[i : i + HASH_CHUNK_ROWS], np.float32))
+        return out
+
+    def bucket_ids(self, X: np.ndarray, bucket_bits: int, *, hamming: bool = False):
+        """Bucket ids ``(n_tables, n)`` (uint16/uint32: a quarter of the uint64 keys) and, with
+        ``hamming`` (hyperplane), the packed hash bits ``(n, W)``; one pass over ``X`` in blocks,
+        the full-size key matrix is never held."""
+        from .tables import bucket_of
+
+        out = np.empty((self.n_tables, len(X)), np.uint16 if bucket_bits <= 16 else np.uint32)
+        packed = None
+        for i in range(0, len(X), HASH_CHUNK_ROWS):
+            block = np.asarray(X[i : i + HASH_CHUNK_ROWS], np.float32)
+            if hamming:
+                keys, words = self._block_codes(block)
+                if packed is None:
+                    packed = np.empty((len(X), words.shape[1]), np.uint64)
+                packed[i : i + len(block)] = words
+            else:
+                keys = self._keys(block)
+            out[:, i : i + len(block)] = bucket_of(keys, bucket_bits).T
+        return out, packed
 
     def probe_keys(self, X: np.ndarray, n_probes: int) -> np.ndarray:
         """``(n, n_tables, n_probes)`` keys to look up per query (the first is the query's own)."""
@@ -95,15 +117,13 @@ class Hyperplane(Family):
     def _keys(self, X: np.ndarray) -> np.ndarray:
         return pack_bits(self._project(X) > 0)
 
-    def keys_and_hamming(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Bucket keys ``(n, n_tables)`` and all hash bits packed for Hamming distances ``(n, W)``,
-        from one projection pass over ``X`` in blocks."""
-        keys, packed = [], []
-        for i in range(0, len(X), HASH_CHUNK_ROWS):
-            bits = self._project(np.asarray(X[i : i + HASH_CHUNK_ROWS], np.float32)) > 0
-            keys.append(pack_bits(bits))
-            packed.append(pack_hamming(bits))
-        return np.concatenate(keys), np.concatenate(packed)
+    def hamming(self, X: np.ndarray) -> np.ndarray:
+        """All hash bits of ``X`` packed for Hamming distances: ``(n, W)`` uint64."""
+        return pack_hamming(self._project(np.asarray(X, np.float32)) > 0)
+
+    def _block_codes(self, X):
+        bits = self._project(X) > 0
+        return pack_bits(bits), pack_hamming(bits)
 
     def probe_keys(self, X: np.ndarray, n_probes: int) -> np.ndarray:  # noqa: D102
         return probe_from_projection(self._project(np.asarray(X, np.float32)), n_probes)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ log = logging.getLogger(__name__)
 
 INDEX_FORMAT_VERSION = 2  # 2: Hamming codes row-major (n, words)
 # Queries processed together: bounds the gathered candidate block (queries x candidates x dim).
-QUERY_BATCH = 64
+QUERY_BATCH = 32
 
 
 class LSHIndex:
@@ -49,7 +51,8 @@ class LSHIndex:
     rerank : int, default 64
         hyperplane only, when tables x bits >= 128: candidates are first ordered by the
         Hamming distance of all their hash bits to the query's (a cheap angle estimate)
-        and only the best ``rerank`` per query get the exact cosine. 0 disables.
+        and only the best ``rerank`` per query get the exact cosine. 0 disables. When
+        ``fit`` tunes, the cut is tuned too: the smallest that keeps ``target_recall``.
     seed : int, default 0
     dtype : {"float32", "float16"}, default "float32"
         Storage of the vectors kept for re-ranking (float16 halves memory).
@@ -138,20 +141,23 @@ class LSHIndex:
         self._alive = np.ones(len(X), bool)
         self.family_: Family = make_family(self.family, **self._family_params()).fit(X)
         self.bucket_length_ = getattr(self.family_, "bucket_length", None)
-        # (n, words) Hamming codes: a candidate's hash bits are one cache line (the compiled path reads them in scan order)
-        codes, self._codes = self.family_.keys_and_hamming(X) if self._uses_hamming() else (self.family_.keys(X), None)
         self.bucket_bits_ = tables.bucket_bits(self.n_bits_ if self.family == "hyperplane" else None, len(X))
-        self._keys, self._rows = tables.build(codes, self.bucket_bits_)
-        del codes
+        # (n, words) Hamming codes: a candidate's hash bits are one cache line (the compiled path reads them in scan order)
+        buckets, self._codes = self.family_.bucket_ids(X, self.bucket_bits_, hamming=self._uses_hamming())
+        self._keys, self._rows = tables.build_from_buckets(buckets, self.bucket_bits_)
+        del buckets
         self._row_of_id = None
         self.rerank_ = self.tuning_["best"].get("rerank", self.rerank) if self.tuning_ else self.rerank
         if self.tuning_ is not None:
-            from .tune import measure
+            from .tune import choose_rerank, measure
 
             holdout = self.tuning_.pop("holdout", None)
+            tuning_queries = self.tuning_.pop("tuning_queries", None)
+            if self._codes is not None and tuning_queries is not None:
+                # the tuner estimated the cut on a row sample; set it on the real tables
+                self.rerank_ = choose_rerank(self, X, *tuning_queries)
             self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed, holdout=holdout)
-            # The tuner measured recall before the Hamming cut; widen the cut until the
-            # final index reaches the target too (real embeddings need more than synthetic).
+            # Safety net: widen the cut if the held-out queries still miss the target.
             while (self._codes is not None and self.recall_ < self.target_recall
                    and self.rerank_ < self.candidates_):
                 self.rerank_ *= 2
@@ -313,11 +319,19 @@ class LSHIndex:
         out_s = np.full((len(Q), k), -np.inf, np.float32)
         out_i = np.full((len(Q), k), -1, np.int64)
         if len(Q) == 1 and self_rows is None:  # the latency path: no grouping by query
-            _, rows = self.candidates(Q, n_probes)
-            s = self._rerank(Q, np.zeros(len(rows), np.int64), rows)
-            top = np.argpartition(-s, k - 1)[:k] if len(s) > k else np.arange(len(s))
-            top = top[np.lexsort((rows[top], -s[top]))]
-            out_s[0, : len(top)], out_i[0, : len(top)] = s[top], self._ids[rows[top]]
+            self._one(Q, k, n_probes, out_s[0], out_i[0])
+            return out_s, out_i
+        if self_rows is None and self.family == "hyperplane" and _kernels.query_one is not None:
+            # the compiled per-query path releases the GIL in its kernel and in the gather + dot,
+            # so query blocks run on all cores
+            threads = min(os.cpu_count() or 1, max(1, len(Q) // 16))
+
+            def block(j0):
+                for j in range(j0, min(j0 + QUERY_BATCH, len(Q))):
+                    self._one(Q[j : j + 1], k, n_probes, out_s[j], out_i[j])
+
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(block, range(0, len(Q), QUERY_BATCH)))
             return out_s, out_i
         for b0 in range(0, len(Q), QUERY_BATCH):
             q = Q[b0 : b0 + QUERY_BATCH]
@@ -332,6 +346,14 @@ class LSHIndex:
             out_s[b0 + qi[m], rank[m]] = s[m]
             out_i[b0 + qi[m], rank[m]] = self._ids[rows[m]]
         return out_s, out_i
+
+    def _one(self, q, k, n_probes, out_s, out_i):
+        """Top-``k`` of one query ``q`` ``(1, d)`` into the output rows ``out_s``, ``out_i``."""
+        _, rows = self.candidates(q, n_probes)
+        s = self._rerank(q, np.zeros(len(rows), np.int64), rows)
+        top = np.argpartition(-s, k - 1)[:k] if len(s) > k else np.arange(len(s))
+        top = top[np.lexsort((rows[top], -s[top]))]
+        out_s[: len(top)], out_i[: len(top)] = s[top], self._ids[rows[top]]
 
     def radius_neighbors(self, X: np.ndarray | None = None, threshold: float = 0.9, *, n_probes: int | None = None):
         """All indexed vectors with cosine >= ``threshold`` to each query (approximate).

@@ -43,12 +43,17 @@ def _csr(buckets: np.ndarray, rows: np.ndarray, bits: int) -> tuple[np.ndarray, 
 
 def build(codes: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """CSR tables from ``(n, L)`` keys: ``offsets (L, 2**bits + 1)`` int32, ``rows (L, n)`` int32."""
-    n, n_tables = codes.shape
+    return build_from_buckets(bucket_of(codes, bits).T, bits)
+
+
+def build_from_buckets(buckets: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR tables from ``(L, n)`` bucket ids (already folded to ``bits``)."""
+    n_tables, n = buckets.shape
     offsets = np.empty((n_tables, (1 << bits) + 1), np.int32)
     rows = np.empty((n_tables, n), np.int32)
-    all_rows = np.arange(n)
+    all_rows = np.arange(n, dtype=np.int32)
     for t in range(n_tables):
-        offsets[t], rows[t] = _csr(bucket_of(codes[:, t], bits), all_rows, bits)
+        offsets[t], rows[t] = _csr(buckets[t].astype(np.int64), all_rows, bits)
     return offsets, rows
 
 

@@ -46,6 +46,8 @@ COST_PER_HAMMING = 0.03  # Hamming distance of one candidate's hash bits (hyperp
 # Most (query, table, probe, row) entries one tuning lookup may produce: ~8M entries is
 # ~300 MB of temporary int64 arrays (settings needing more are near-full scans anyway).
 TUNE_MAX_ENTRIES = 8_000_000
+# Queries whose candidates are ranked together when the Hamming cut is set (bounds memory).
+RANK_CHUNK = 32
 # Rows candidate counts are measured on (all rows below this size).
 TUNE_SAMPLE_ROWS = 10_000
 # Give up on a setting once it returns more than this share of the collection.
@@ -124,7 +126,7 @@ def tune(index, X: np.ndarray) -> dict:
     best = _pick(trials, index.target_recall)
     log.info("LSH tuned in %.1f s: %s", time.perf_counter() - t0, best)
     return {"best": best, "trials": trials, "seconds": time.perf_counter() - t0, "queries": len(qrows),
-            "sample_rows": len(sample.srows), "holdout": (mrows, truth_both[len(qrows):])}
+            "sample_rows": len(sample.srows), "holdout": (mrows, truth_both[len(qrows):]), "tuning_queries": (qrows, truth)}
 
 
 def _grid(values, fixed):
@@ -308,6 +310,48 @@ def _tune_minhash(index, X, sample):
     return trials
 
 
+def choose_rerank(index, X: np.ndarray, qrows: np.ndarray, truth: np.ndarray) -> int:
+    """Smallest Hamming cut (multiple of 8, >= 16) at which the fitted index keeps ``target_recall``
+    of the tuning queries' true neighbours: their exact Hamming rank among all their candidates.
+    """
+    ranks, most = [], 1
+    for c in range(0, len(qrows), RANK_CHUNK):  # chunks bound the candidate arrays at 1M rows
+        r, m = _hamming_ranks(index, X, qrows[c : c + RANK_CHUNK], truth[c : c + RANK_CHUNK])
+        ranks.append(r)
+        most = max(most, m)
+    rank = np.sort(np.concatenate(ranks))
+    needed = int(np.ceil(index.target_recall * truth.size))
+    if needed > len(rank):  # the target is out of reach even without a cut
+        return max(16, most)
+    r = int(rank[max(needed - 1, 0)]) + 1
+    return min(max(16, -(-r // 8) * 8), max(16, most))
+
+
+def _hamming_ranks(index, X, qrows, truth):
+    """Hamming rank (ties count half) of each found true neighbour among its query's candidates,
+    and the most candidates any query has."""
+    n = len(X)
+    Q = np.asarray(X[qrows], np.float32)
+    qi, rows = index.candidates(Q, filtered=False)  # unique pairs, sorted by query then row
+    keep = rows != qrows[qi]
+    qi, rows = qi[keep], rows[keep]
+    ham = np.bitwise_count(np.take(index._codes, rows, axis=0) ^ index.family_.hamming(Q)[qi]).sum(axis=1)
+    pair = qi * np.int64(n) + rows
+    want_q = np.repeat(np.arange(len(qrows)), truth.shape[1])
+    want = want_q * np.int64(n) + truth.ravel()
+    if not len(pair):
+        return np.zeros(0), 1
+    pos = np.minimum(np.searchsorted(pair, want), len(pair) - 1)
+    found = pair[pos] == want
+    width = np.int64(int(ham.max()) + 2)
+    key = np.sort(qi * width + ham)
+    h = want_q * width + ham[pos]
+    start = np.searchsorted(key, want_q * width)
+    below = np.searchsorted(key, h) - start
+    ties = np.searchsorted(key, h, side="right") - start - below
+    return (below + 0.5 * ties)[found], int(np.bincount(qi).max())
+
+
 def measure(index, X: np.ndarray, *, k: int, seed: int, holdout=None) -> tuple[float, float]:
     """Recall@k against exact search and mean candidates, for a fitted index (sampled self-queries).
 
@@ -318,8 +362,11 @@ def measure(index, X: np.ndarray, *, k: int, seed: int, holdout=None) -> tuple[f
     Q = np.asarray(X[qrows], np.float32)
     if truth is None:
         truth = exact_topk(X, Q, k, exclude=qrows)[1]
-    qi, rows = index.candidates(Q, filtered=False)
-    cand = float(np.sum(rows != qrows[qi]) / len(qrows))
+    cand = 0
+    for c in range(0, len(qrows), RANK_CHUNK):
+        qi, rows = index.candidates(Q[c : c + RANK_CHUNK], filtered=False)
+        cand += int(np.sum(rows != qrows[c : c + RANK_CHUNK][qi]))
+    cand = float(cand / len(qrows))
     found = index.kneighbors(Q, k + 1)[1]  # the query itself is among the results
     ids = index._ids
     rec = np.mean([len(set(f.tolist()) & set(ids[t].tolist())) / k for f, t in zip(found, truth)])
