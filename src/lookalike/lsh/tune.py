@@ -46,6 +46,7 @@ COST_PER_HAMMING = 0.03  # Hamming distance of one candidate's hash bits (hyperp
 # Most (query, table, probe, row) entries one tuning lookup may produce: ~8M entries is
 # ~300 MB of temporary int64 arrays (settings needing more are near-full scans anyway).
 TUNE_MAX_ENTRIES = 8_000_000
+RERANK_MARGIN = 0.005
 # Queries whose candidates are ranked together when the Hamming cut is set (bounds memory).
 RANK_CHUNK = 32
 # Rows candidate counts are measured on (all rows below this size).
@@ -320,7 +321,11 @@ def choose_rerank(index, X: np.ndarray, qrows: np.ndarray, truth: np.ndarray) ->
         ranks.append(r)
         most = max(most, m)
     rank = np.sort(np.concatenate(ranks))
-    needed = int(np.ceil(index.target_recall * truth.size))
+    # Aim one standard error (~0.005 at 2,000 pairs) above the target where the candidates allow,
+    # so that the recall on other queries lands at the target rather than around it.
+    needed = int(np.ceil(min(index.target_recall + RERANK_MARGIN, 1.0) * truth.size))
+    if needed > len(rank):
+        needed = int(np.ceil(index.target_recall * truth.size))
     if needed > len(rank):  # the target is out of reach even without a cut
         return max(16, most)
     r = int(rank[max(needed - 1, 0)]) + 1
