@@ -1,16 +1,17 @@
-"""Compiled single-query path (numba): bucket lookup, de-duplication and Hamming scoring in one
-pass, with no intermediate arrays. Used when numba is installed; the numpy path gives the same
-candidates (tests compare them).
+"""Compiled single-query path (numba): probes, bucket lookup, de-duplication and Hamming scoring
+in one pass, with no intermediate arrays. Used when numba is installed; the numpy path gives the
+same candidates (tests compare them).
+
+numba is imported and the kernels compiled (from its on-disk cache) on first use of
+``query_one`` / ``query_candidates``, not at import: numba and LLVM take ~130 MB of memory and
+~1 s, which building an index does not need.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - numba is a declared dependency
-    njit = None
+_COMPILED = ("query_one", "query_candidates", "_probe_buckets", "_pack_query")
 
 
 def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
@@ -53,7 +54,6 @@ def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
     return out[:m], ham[:m]
 
 
-query_candidates = njit(cache=True, nogil=True)(_query_candidates) if njit is not None else None
 
 
 def _probe_buckets(proj, n_probes, probe_bits, bits):
@@ -158,25 +158,19 @@ def _query_one(proj, n_probes, probe_bits, bits, offsets, rows, codes, alive, re
     return out
 
 
-if njit is not None:
-    _query_candidates_jit = query_candidates
-    _probe_buckets = njit(cache=True, nogil=True)(_probe_buckets)
-    _pack_query = njit(cache=True, nogil=True)(_pack_query)
-    _query_candidates = _query_candidates_jit  # called from the compiled _query_one
-    query_one = njit(cache=True, nogil=True)(_query_one)
-else:  # pragma: no cover
-    query_one = None
-
-
-def _csr_fill(buckets, rows, offsets):
-    """Stable counting sort: ``rows`` placed by bucket (``offsets`` from the bucket counts)."""
-    pos = offsets[:-1].copy()
-    out = np.empty(len(rows), np.int32)
-    for i in range(len(buckets)):
-        b = buckets[i]
-        out[pos[b]] = rows[i]
-        pos[b] += 1
-    return out
-
-
-csr_fill = njit(cache=True, nogil=True)(_csr_fill) if njit is not None else None
+def __getattr__(name):  # PEP 562: compile on first access
+    if name not in _COMPILED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from numba import njit
+    except ImportError:  # pragma: no cover - numba is a declared dependency
+        g = {"query_one": None, "query_candidates": None}
+    else:
+        jit = njit(cache=True, nogil=True)
+        # the helpers first: numba resolves _query_one's globals when it compiles
+        g = {"_probe_buckets": jit(_probe_buckets), "_pack_query": jit(_pack_query)}
+        g["_query_candidates"] = g["query_candidates"] = jit(_query_candidates)
+        globals().update(g)
+        g["query_one"] = jit(_query_one)
+    globals().update(g)
+    return globals()[name] if name in globals() else None

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import csr_fill
-
-# Tables of at least this many rows are filled by the compiled counting sort; below it a numpy
-# stable argsort is as fast and skips loading the JIT (~1 s once per process).
-CSR_COMPILED_ROWS = 300_000
 # Widest bucket id: 2**20 + 1 int32 offsets = 4 MB per table.
 MAX_BUCKET_BITS = 20
 
@@ -32,13 +27,20 @@ def bucket_of(keys: np.ndarray, bits: int) -> np.ndarray:
     return (b & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
+def _stable_order(buckets: np.ndarray, bits: int) -> np.ndarray:
+    """Stable argsort of bucket ids in O(n): numpy's radix sort of uint16 keys, in two
+    least-significant-first passes when ids are wider than 16 bits."""
+    if bits <= 16:
+        return np.argsort(buckets.astype(np.uint16, copy=False), kind="stable")
+    b = buckets.astype(np.uint32, copy=False)
+    low = np.argsort((b & 0xFFFF).astype(np.uint16), kind="stable")
+    return low[np.argsort((b[low] >> 16).astype(np.uint16), kind="stable")]
+
+
 def _csr(buckets: np.ndarray, rows: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros((1 << bits) + 1, np.int32)
     np.cumsum(np.bincount(buckets, minlength=1 << bits), out=offsets[1:])
-    if csr_fill is not None and len(rows) >= CSR_COMPILED_ROWS:  # O(n) counting sort
-        return offsets, csr_fill(np.ascontiguousarray(buckets, np.int64), np.ascontiguousarray(rows, np.int32), offsets)
-    order = np.argsort(buckets, kind="stable")
-    return offsets, rows[order].astype(np.int32)
+    return offsets, rows[_stable_order(buckets, bits)].astype(np.int32, copy=False)
 
 
 def build(codes: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +55,7 @@ def build_from_buckets(buckets: np.ndarray, bits: int) -> tuple[np.ndarray, np.n
     rows = np.empty((n_tables, n), np.int32)
     all_rows = np.arange(n, dtype=np.int32)
     for t in range(n_tables):
-        offsets[t], rows[t] = _csr(buckets[t].astype(np.int64), all_rows, bits)
+        offsets[t], rows[t] = _csr(buckets[t], all_rows, bits)
     return offsets, rows
 
 
