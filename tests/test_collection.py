@@ -226,7 +226,7 @@ def test_damaged_lsh_file_is_detected(collection, tmp_path):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptCollectionError, match=path.name):
-        Collection.open(tmp_path / "db").lsh
+        Collection.open(tmp_path / "db").lsh  # noqa: B018 (the property raises)
 
 
 @pytest.mark.slow
@@ -243,13 +243,13 @@ def test_int8_engine_is_calibrated_on_the_collection_and_kept_with_it(tmp_path, 
     q = image_folder / "dogs" / "img_04.jpg"
     assert again.search(q, k=1)[0].path == str(q)
     with pytest.raises(CollectionError, match="int8"):
-        Collection.open(tmp_path / "db8", engine="onnx").encoder
+        Collection.open(tmp_path / "db8", engine="onnx").encoder  # noqa: B018 (the property raises)
     model = tmp_path / "db8" / "encoder-int8.onnx"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
     with pytest.raises(CorruptCollectionError, match="encoder-int8.onnx"):
-        Collection.open(tmp_path / "db8").encoder
+        Collection.open(tmp_path / "db8").encoder  # noqa: B018 (the property raises)
 
 
 def test_folder_left_by_an_interrupted_create_can_be_reused(tmp_path, image_folder):
@@ -323,6 +323,6 @@ def test_dba_is_stored_used_by_search_and_kept_fresh(collection, image_folder, t
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptCollectionError, match=path.name):
-        Collection.open(again.path).search_matrix
+        Collection.open(again.path).search_matrix  # noqa: B018 (the property raises)
     again.build_dba(0)
     assert again.manifest["dba"] is None

@@ -852,8 +852,9 @@ class Collection:
 
     @property
     def search_matrix(self) -> np.ndarray:
-        """The vectors search ranks against: the DBA-augmented ones when enabled and current,
-        else the embeddings.
+        """The vectors search ranks against.
+
+        The DBA-augmented ones when enabled and current, else the embeddings.
         """
         info = self.manifest.get("dba")
         if not info or self.dba_stale:

@@ -144,8 +144,10 @@ def find_pairs(col, threshold: float, *, method: str = "auto", against=None) -> 
 
 
 def group_pairs(col, pairs: list[Pair], *, strict: bool = False) -> list[Group]:
-    """Groups of near-duplicates: connected components (or, with ``strict``, groups in which
-    every pair passed). Deterministic: groups by size then smallest id; members by id.
+    """Groups of near-duplicates.
+
+    Connected components (or, with ``strict``, groups in which every pair passed).
+    Deterministic: groups by size then smallest id; members by id.
     """
     meta = col.metadata_columns()
     if not pairs:

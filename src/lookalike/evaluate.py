@@ -11,8 +11,9 @@ from .search import exact_topk
 
 def expand_queries(queries: np.ndarray, database: np.ndarray, n: int, *, alpha: float = 3.0,
                    exclude: np.ndarray | None = None) -> np.ndarray:
-    """alpha-weighted query expansion (Radenovic et al.): add the top-``n`` neighbours, weighted
-    by their similarity to the power ``alpha``, to each query; returns unit vectors.
+    """Alpha-weighted query expansion (Radenovic et al.); returns unit vectors.
+
+    Adds the top-``n`` neighbours, weighted by their similarity to the power ``alpha``, to each query.
     """
     scores, rows = exact_topk(database, queries, n, exclude=exclude)
     w = np.maximum(scores, 0) ** alpha

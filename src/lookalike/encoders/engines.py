@@ -38,7 +38,7 @@ def _threads() -> int:
 class PooledFeatures:
     """``torch.nn.Module`` wrapper: image batch -> globally average-pooled features."""
 
-    def __new__(cls, model):  # a factory, so torch is imported only when needed
+    def __new__(cls, model):  # noqa: D102 - a factory, so torch is imported only when needed
         import torch
 
         class _Pooled(torch.nn.Module):

@@ -1,5 +1,6 @@
-"""Compiled single-query path (numba): probes, bucket lookup, de-duplication and Hamming scoring
-in one pass, with no intermediate arrays. Used when numba is installed; the numpy path gives the
+"""Compiled single-query path (numba).
+
+Probes, bucket lookup, de-duplication and Hamming scoring in one pass, with no intermediate arrays. Used when numba is installed; the numpy path gives the
 same candidates (tests compare them).
 
 numba is imported and the kernels compiled (from its on-disk cache) on first use of
@@ -57,9 +58,10 @@ def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
 
 
 def _probe_buckets(proj, n_probes, probe_bits, bits):
-    """Multi-probe bucket ids ``(L, P')`` for one query's projections ``proj`` ``(L, K)``,
-    and its own codes ``(L,)``: the same probes as ``families.probe_from_projection``
-    (patterns of the ``probe_bits`` lowest-margin bits by smallest sum of squared margins).
+    """Multi-probe bucket ids ``(L, P')`` and own codes ``(L,)`` of one query's projections ``(L, K)``.
+
+    The same probes as ``families.probe_from_projection`` (patterns of the ``probe_bits``
+    lowest-margin bits by smallest sum of squared margins).
     """
     n_tables, n_bits = proj.shape
     m = min(probe_bits, n_bits, max(n_probes - 1, 0))
@@ -119,8 +121,10 @@ def _probe_buckets(proj, n_probes, probe_bits, bits):
 
 
 def _pack_query(codes, n_bits, n_words):
-    """One query's per-table codes packed like ``families.hamming_codes`` (np.packbits, big-endian
-    bits in each byte, bytes little-endian in each uint64 word)."""
+    """One query's per-table codes packed like ``families.hamming_codes``.
+
+    np.packbits order: big-endian bits in each byte, bytes little-endian in each uint64 word.
+    """
     out = np.zeros(n_words, np.uint64)
     for t in range(len(codes)):
         for j in range(n_bits):
@@ -131,9 +135,11 @@ def _pack_query(codes, n_bits, n_words):
 
 
 def _query_one(proj, n_probes, probe_bits, bits, offsets, rows, codes, alive, rerank):
-    """The whole candidate step of one hyperplane query: probes, bucket scan, de-duplication,
-    Hamming distance, and (``rerank`` > 0) the ``rerank`` Hamming-nearest candidates
-    (ties at the cut kept in scan order)."""
+    """The whole candidate step of one hyperplane query.
+
+    Probes, bucket scan, de-duplication, Hamming distance, and (``rerank`` > 0) the
+    ``rerank`` Hamming-nearest candidates (ties at the cut kept in scan order).
+    """
     buckets, own = _probe_buckets(proj, n_probes, probe_bits, bits)
     qcode = _pack_query(own, proj.shape[1], codes.shape[1]) if codes.shape[1] else np.zeros(0, np.uint64)
     cand, ham = _query_candidates(offsets, rows, buckets, codes, qcode, alive)

@@ -57,9 +57,11 @@ class Family:
         return out
 
     def bucket_ids(self, X: np.ndarray, bucket_bits: int, *, hamming: bool = False):
-        """Bucket ids ``(n_tables, n)`` (uint16/uint32: a quarter of the uint64 keys) and, with
-        ``hamming`` (hyperplane), the packed hash bits ``(n, W)``; one pass over ``X`` in blocks,
-        the full-size key matrix is never held."""
+        """Bucket ids ``(n_tables, n)`` and, with ``hamming``, the packed hash bits ``(n, W)``.
+
+        Ids are uint16/uint32 (a quarter of the uint64 keys); one pass over ``X`` in blocks,
+        the full-size key matrix is never held. ``hamming`` is for the hyperplane family.
+        """
         from .tables import bucket_of
 
         out = np.empty((self.n_tables, len(X)), np.uint16 if bucket_bits <= 16 else np.uint32)

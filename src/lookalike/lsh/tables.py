@@ -28,8 +28,11 @@ def bucket_of(keys: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _stable_order(buckets: np.ndarray, bits: int) -> np.ndarray:
-    """Stable argsort of bucket ids in O(n): numpy's radix sort of uint16 keys, in two
-    least-significant-first passes when ids are wider than 16 bits."""
+    """Stable argsort of bucket ids in O(n).
+
+    numpy's radix sort of uint16 keys, in two least-significant-first passes when ids are
+    wider than 16 bits.
+    """
     if bits <= 16:
         return np.argsort(buckets.astype(np.uint16, copy=False), kind="stable")
     b = buckets.astype(np.uint32, copy=False)

@@ -152,8 +152,9 @@ def _first_probe_per_pair(keys, rows, pk, n, bits, self_pairs):
 
 
 def _first_probe_of_truth(pk_b, nb_b, pair_q):
-    """Per true-neighbour pair: the first probe reaching it using the first L tables, for every L
-    (column L-1), from the probed buckets ``pk_b`` ``(q, L, P)`` and the neighbours' ``nb_b`` ``(pairs, L)``.
+    """Per true-neighbour pair, the first probe reaching it with the first L tables (column L-1).
+
+    From the probed buckets ``pk_b`` ``(q, L, P)`` and the neighbours' ``nb_b`` ``(pairs, L)``.
     """
     match = pk_b[pair_q] == nb_b[:, :, None]  # (pairs, L, P)
     first = np.where(match.any(axis=2), match.argmax(axis=2), np.iinfo(np.int16).max)
@@ -312,8 +313,10 @@ def _tune_minhash(index, X, sample):
 
 
 def choose_rerank(index, X: np.ndarray, qrows: np.ndarray, truth: np.ndarray) -> int:
-    """Smallest Hamming cut (multiple of 8, >= 16) at which the fitted index keeps ``target_recall``
-    of the tuning queries' true neighbours: their exact Hamming rank among all their candidates.
+    """Smallest Hamming cut (multiple of 8, >= 16) keeping ``target_recall`` (+ margin).
+
+    Of the tuning queries' true neighbours, from their exact Hamming ranks among all
+    their candidates on the fitted index.
     """
     ranks, most = [], 1
     for c in range(0, len(qrows), RANK_CHUNK):  # chunks bound the candidate arrays at 1M rows
@@ -333,8 +336,10 @@ def choose_rerank(index, X: np.ndarray, qrows: np.ndarray, truth: np.ndarray) ->
 
 
 def _hamming_ranks(index, X, qrows, truth):
-    """Hamming rank (ties count half) of each found true neighbour among its query's candidates,
-    and the most candidates any query has."""
+    """Hamming rank of each found true neighbour among its query's candidates (ties count half).
+
+    Also returns the most candidates any query has.
+    """
     n = len(X)
     Q = np.asarray(X[qrows], np.float32)
     qi, rows = index.candidates(Q, filtered=False)  # unique pairs, sorted by query then row
