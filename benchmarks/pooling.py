@@ -77,6 +77,7 @@ def _unit(X):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--encoders", default="efficientnet-lite0,efficientnet-lite2")
+    ap.add_argument("--single-scale", action="store_true", help="skip the 1.25 S passes (multi-scale)")
     args = ap.parse_args()
     import torch
 
@@ -94,17 +95,15 @@ def main():
         big = int(round(S * 1.25 / 32) * 32)
         ims = [decode(p, draft_size=big + 32).image for p in paths]
         t = time.time()
-        F = {(S, False): features(enc, ims, S, False), (S, True): features(enc, ims, S, True),
-             (big, False): features(enc, ims, big, False), (big, True): features(enc, ims, big, True)}
+        sizes = (S,) if args.single_scale else (S, big)
+        F = {(z, f): features(enc, ims, z, f) for z in sizes for f in (False, True)}
         print(name, "features in", round(time.time() - t), "s", flush=True)
         for p in POOLS:
-            variants = {
-                "single": F[(S, False)][p],
-                "flip": _unit(F[(S, False)][p] + F[(S, True)][p]),
-                f"flip+{big}": _unit(F[(big, False)][p] + F[(big, True)][p]),
-                f"flip+multiscale {S}+{big}": _unit(F[(S, False)][p] + F[(S, True)][p] + F[(big, False)][p]
-                                                    + F[(big, True)][p]),
-            }
+            variants = {"single": F[(S, False)][p], "flip": _unit(F[(S, False)][p] + F[(S, True)][p])}
+            if not args.single_scale:
+                variants[f"flip+{big}"] = _unit(F[(big, False)][p] + F[(big, True)][p])
+                variants[f"flip+multiscale {S}+{big}"] = _unit(F[(S, False)][p] + F[(S, True)][p] + F[(big, False)][p]
+                                                              + F[(big, True)][p])
             for v, X in variants.items():
                 plain = class_retrieval(X, labels, 10)
                 rr = class_retrieval(X, labels, 10, expand=5, dba=10)
@@ -115,6 +114,9 @@ def main():
                 print(f"| {name} | {p} | {v} | {row['p10']:.3f} | {row['map']:.3f} | {row['p10_dba10_qe5']:.3f} | "
                       f"{row['map_dba10_qe5']:.3f} |", flush=True)
     out = HERE / "results" / "pooling-dev.json"
+    if out.exists():  # keep other encoders' rows from earlier runs
+        done = {r["encoder"] for r in rows}
+        rows = [r for r in json.loads(out.read_text())["rows"] if r["encoder"] not in done] + rows
     out.write_text(json.dumps({"benchmark": "pooling", "date": time.strftime("%Y-%m-%d"),
                                "machine": f"{platform.machine()}, {os.cpu_count()} cores", "images": len(paths),
                                "rows": rows}, indent=1))

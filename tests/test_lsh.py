@@ -185,3 +185,18 @@ def test_bit_packing_layouts():
     want = (bits * (1 << np.arange(13))).sum(axis=-1)
     assert keys.tolist() == want.tolist()
     assert families.pack_hamming(bits).tolist() == families.hamming_codes(keys, 13).tolist()
+
+
+def test_batch_queries_match_single_queries(data):
+    from lookalike.lsh import _kernels
+
+    X, Q = data
+    index = LSHIndex(n_tables=16, n_bits=10, n_probes=4, rerank=32).fit(X)  # 160 bits: Hamming cut on
+    if _kernels.query_batch is None:
+        pytest.skip("numba not installed")
+    assert index._codes is not None
+    bs, bi = index.kneighbors(Q, 10)
+    singles = [index.kneighbors(q[None], 10) for q in Q]
+    ss, si = np.vstack([s for s, _ in singles]), np.vstack([i for _, i in singles])
+    assert np.allclose(bs, ss, atol=1e-5)
+    assert (bi == si).mean() >= 0.99  # equal up to the order of equal scores

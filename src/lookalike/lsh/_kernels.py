@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_COMPILED = ("query_one", "query_candidates", "_probe_buckets", "_pack_query")
+_COMPILED = ("query_one", "query_batch", "rerank_batch", "rerank_batch_half", "query_candidates", "_probe_buckets", "_pack_query")
+prange = range  # numba.prange once numba is loaded
 
 
 def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
@@ -164,19 +165,104 @@ def _query_one(proj, n_probes, probe_bits, bits, offsets, rows, codes, alive, re
     return out
 
 
+def _query_batch(proj, n_probes, probe_bits, bits, offsets, rows, codes, alive, rerank):
+    """:func:`_query_one` for a block of queries ``proj`` ``(q, L, K)`` on all cores: ``(q, rerank)``
+    candidate rows, padded with -1."""
+    out = np.full((proj.shape[0], rerank), -1, np.int64)
+    for j in prange(proj.shape[0]):
+        r = _query_one(proj[j], n_probes, probe_bits, bits, offsets, rows, codes, alive, rerank)
+        out[j, : len(r)] = r
+    return out
+
+
+def _dot_rows(X, q, rows):
+    """Inner products of ``q`` with the rows ``X[rows]`` (-inf for row -1), without gathering a copy."""
+    out = np.full(len(rows), -np.inf, np.float32)
+    for i in range(len(rows)):
+        r = rows[i]
+        if r >= 0:
+            acc = np.float32(0.0)
+            for t in range(X.shape[1]):
+                acc += X[r, t] * q[t]
+            out[i] = acc
+    return out
+
+
+def _dot_rows_half(X, half, q, rows):
+    """:func:`_dot_rows` for float16 storage viewed as uint16 (numba has no float16): ``half`` is
+    the float32 value of every half-precision bit pattern."""
+    out = np.full(len(rows), -np.inf, np.float32)
+    for i in range(len(rows)):
+        r = rows[i]
+        if r >= 0:
+            acc = np.float32(0.0)
+            for t in range(X.shape[1]):
+                acc += half[X[r, t]] * q[t]
+            out[i] = acc
+    return out
+
+
+def _rerank_batch(X, Q, rows):
+    """:func:`_dot_rows` for queries ``Q`` ``(q, d)`` and their rows ``(q, R)``, on all cores."""
+    out = np.empty(rows.shape, np.float32)
+    for j in prange(rows.shape[0]):
+        out[j] = _dot_rows(X, Q[j], rows[j])
+    return out
+
+
+def _rerank_batch_half(X, half, Q, rows):
+    """:func:`_dot_rows_half` for a block of queries, on all cores."""
+    out = np.empty(rows.shape, np.float32)
+    for j in prange(rows.shape[0]):
+        out[j] = _dot_rows_half(X, half, Q[j], rows[j])
+    return out
+
+
+def dot(X, Q, rows):
+    """Exact inner products of queries ``Q`` ``(q, d)`` with their candidate rows ``(q, R)`` (-1 =
+    none: -inf) of the stored vectors ``X`` (float32 or float16); compiled, parallel over queries
+    when there are several."""
+    Q = np.ascontiguousarray(Q, np.float32)
+    if len(Q) == 1:
+        if X.dtype == np.float16:
+            return _dot_rows_half(X.view(np.uint16), half_table(), Q[0], rows[0])[None]
+        return _dot_rows(X, Q[0], rows[0])[None]
+    if X.dtype == np.float16:
+        return rerank_batch_half(X.view(np.uint16), half_table(), Q, rows)
+    return rerank_batch(X, Q, rows)
+
+
+HALF_TABLE = None
+
+
+def half_table() -> np.ndarray:
+    """float32 value of every float16 bit pattern (for :func:`_dot_rows` on float16 storage)."""
+    global HALF_TABLE
+    if HALF_TABLE is None:
+        HALF_TABLE = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    return HALF_TABLE
+
+
 def __getattr__(name):  # PEP 562: compile on first access
     if name not in _COMPILED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        from numba import njit
+        from numba import njit, prange
     except ImportError:  # pragma: no cover - numba is a declared dependency
-        g = {"query_one": None, "query_candidates": None}
+        g = {k: None for k in _COMPILED}
     else:
         jit = njit(cache=True, nogil=True)
         # the helpers first: numba resolves _query_one's globals when it compiles
         g = {"_probe_buckets": jit(_probe_buckets), "_pack_query": jit(_pack_query)}
         g["_query_candidates"] = g["query_candidates"] = jit(_query_candidates)
         globals().update(g)
-        g["query_one"] = jit(_query_one)
+        g["query_one"] = g["_query_one"] = jit(_query_one)
+        globals().update(g, prange=prange)
+        g["query_batch"] = njit(cache=True, nogil=True, parallel=True)(_query_batch)
+        fast = njit(cache=True, nogil=True, fastmath=True)
+        g["_dot_rows"], g["_dot_rows_half"] = fast(_dot_rows), fast(_dot_rows_half)
+        globals().update(g)
+        par = njit(cache=True, nogil=True, parallel=True)
+        g["rerank_batch"], g["rerank_batch_half"] = par(_rerank_batch), par(_rerank_batch_half)
     globals().update(g)
     return globals()[name] if name in globals() else None

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 INDEX_FORMAT_VERSION = 2  # 2: Hamming codes row-major (n, words)
 # Queries processed together: bounds the gathered candidate block (queries x candidates x dim).
 QUERY_BATCH = 32
+# Queries projected in one BLAS call by the compiled batch path.
+PROJECT_BATCH = 4096
 
 
 class LSHIndex:
@@ -271,7 +273,9 @@ class LSHIndex:
 
     def _rerank(self, Q, qi, rows, exclude_rows=None):
         """Exact cosine of each candidate pair; ``qi`` must be sorted (one gemv per query)."""
-        if len(Q) == 1:
+        if len(Q) == 1 and _kernels.rerank_batch is not None:  # compiled: no gathered copy of the rows
+            scores = _kernels.dot(self._X, Q[:1], rows[None])[0]
+        elif len(Q) == 1:
             scores = np.take(self._X, rows, axis=0).astype(np.float32, copy=False) @ Q[0]
         else:
             scores = np.empty(len(rows), np.float32)
@@ -326,6 +330,16 @@ class LSHIndex:
             # so query blocks run on all cores
             threads = min(os.cpu_count() or 1, max(1, len(Q) // 16))
 
+            if self._codes is not None:  # the Hamming cut bounds the candidates: block kernels on all cores
+                for c0 in range(0, len(Q), PROJECT_BATCH):
+                    # all projections first: a BLAS call between the kernels would leave BLAS threads
+                    # spinning against numba's (2x slower on 2 cores)
+                    proj = self.family_._project(Q[c0 : c0 + PROJECT_BATCH])
+                    for b0 in range(0, len(proj), QUERY_BATCH):
+                        sl = slice(c0 + b0, c0 + b0 + QUERY_BATCH)
+                        self._block(Q[sl], proj[b0 : b0 + QUERY_BATCH], k, n_probes, out_s[sl], out_i[sl])
+                return out_s, out_i
+
             def block(j0):
                 for j in range(j0, min(j0 + QUERY_BATCH, len(Q))):
                     self._one(Q[j : j + 1], k, n_probes, out_s[j], out_i[j])
@@ -354,6 +368,22 @@ class LSHIndex:
         top = np.argpartition(-s, k - 1)[:k] if len(s) > k else np.arange(len(s))
         top = top[np.lexsort((rows[top], -s[top]))]
         out_s[: len(top)], out_i[: len(top)] = s[top], self._ids[rows[top]]
+
+    def _block(self, Q, proj, k, n_probes, out_s, out_i):
+        """Top-``k`` of a block of queries (``proj``: their projections), compiled and in parallel:
+        each query's cut candidates, then their exact inner products."""
+        rows = _kernels.query_batch(proj, int(n_probes or self.n_probes_), families.PROBE_BITS,
+                                    self.bucket_bits_, self._keys, self._rows, self._codes, self._alive, self.rerank_)
+        s = _kernels.dot(self._X, Q, rows)
+        kk = min(k, rows.shape[1])
+        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if rows.shape[1] > kk else \
+            np.broadcast_to(np.arange(rows.shape[1]), s.shape)
+        ts, tr = np.take_along_axis(s, top, axis=1), np.take_along_axis(rows, top, axis=1)
+        order = np.lexsort((tr, -ts), axis=1)
+        ts, tr = np.take_along_axis(ts, order, axis=1), np.take_along_axis(tr, order, axis=1)
+        ok = np.isfinite(ts)
+        out_s[:, :kk] = np.where(ok, ts, -np.inf)
+        out_i[:, :kk] = np.where(ok, self._ids[np.where(ok, tr, 0)], -1)
 
     def radius_neighbors(self, X: np.ndarray | None = None, threshold: float = 0.9, *, n_probes: int | None = None):
         """All indexed vectors with cosine >= ``threshold`` to each query (approximate).
