@@ -200,3 +200,21 @@ def test_batch_queries_match_single_queries(data):
     ss, si = np.vstack([s for s, _ in singles]), np.vstack([i for _, i in singles])
     assert np.allclose(bs, ss, atol=1e-5)
     assert (bi == si).mean() >= 0.99  # equal up to the order of equal scores
+
+
+def test_format_1_files_still_load(data):
+    """Version 1 stored the Hamming codes word-major; loading transposes them."""
+    import io
+    import json
+
+    X, Q = data
+    index = LSHIndex(n_tables=16, n_bits=10, n_probes=4, rerank=32).fit(X)
+    arrays = dict(np.load(io.BytesIO(index.to_bytes(include_vectors=True))))
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    meta["format_version"] = 1
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    arrays["codes"] = np.ascontiguousarray(arrays["codes"].T)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    old = LSHIndex.load(buf.getvalue())
+    assert (old.kneighbors(Q, 10)[1] == index.kneighbors(Q, 10)[1]).all()
