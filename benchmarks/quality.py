@@ -7,7 +7,6 @@ horizontal-flip averaging, each plain / centred on the sample mean / centred + a
 Never run on the Flowers-17 holdout. Writes benchmarks/results/quality-dev.json.
 """
 import json
-import os
 import time
 from pathlib import Path
 
@@ -19,14 +18,9 @@ from lookalike.evaluate import class_retrieval
 from lookalike.images import decode
 from lookalike.search import exact_topk
 
-DATA = Path(os.environ.get('LOOKALIKE_DATA', Path(__file__).resolve().parents[2] / 'shared' / 'data'))
-root = DATA / 'caltech101'
-rng = np.random.default_rng(0)
-paths, labels = [], []
-for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name != 'Faces_easy'):
-    fs = sorted(d.glob('*.jpg'))
-    for i in sorted(rng.choice(len(fs), min(30, len(fs)), replace=False)):
-        paths.append(fs[i]); labels.append(d.name)
+from pooling import sample  # the same seeded 30-per-class Caltech-101 sample (benchmarks/pooling.py)
+
+paths, labels = sample()
 print(len(paths), 'images')
 res = {}
 def post(X, name):

@@ -189,8 +189,11 @@ def _dot_rows(X, q, rows):
 
 
 def _dot_rows_half(X, half, q, rows):
-    """:func:`_dot_rows` for float16 storage viewed as uint16 (numba has no float16): ``half`` is
-    the float32 value of every half-precision bit pattern."""
+    """:func:`_dot_rows` for float16 storage viewed as uint16.
+
+    numba has no float16 and cannot branch on an array's dtype inside one function, hence this
+    twin: ``half`` is the float32 value of every half-precision bit pattern.
+    """
     out = np.full(len(rows), -np.inf, np.float32)
     for i in range(len(rows)):
         r = rows[i]
