@@ -95,6 +95,31 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([find(x) for x in range(n)])
 
 
+def connected_groups(a, b) -> list[list[int]]:
+    """Connected components of the graph with edges ``a[i] - b[i]`` (any int ids).
+
+    Sorted member lists, in order of their smallest member.
+    """
+    ids = sorted(set(np.asarray(a).tolist()) | set(np.asarray(b).tolist()))
+    if not ids:
+        return []
+    pos = {i: n for n, i in enumerate(ids)}
+    labels = components(len(ids), np.array([pos[x] for x in np.asarray(a).tolist()]),
+                        np.array([pos[x] for x in np.asarray(b).tolist()]))
+    comps: dict[int, list[int]] = {}
+    for i, lab in zip(ids, labels.tolist()):
+        comps.setdefault(lab, []).append(i)
+    return list(comps.values())
+
+
+def keeper_rank(path: str, pixels: int, mtime) -> tuple:
+    """Sort key of the suggested keeper of a group: most pixels, then oldest, then path.
+
+    ``mtime`` is anything ordered (ns since the epoch locally, a timestamp from Spark).
+    """
+    return (-pixels, mtime, path)
+
+
 def strict_split(members: list[int], edges: dict[tuple[int, int], float]) -> list[list[int]]:
     """Split a component into groups where every pair passes (greedy, strongest links first)."""
     groups: list[list[int]] = []
@@ -152,24 +177,16 @@ def group_pairs(col, pairs: list[Pair], *, strict: bool = False) -> list[Group]:
     meta = col.metadata_columns()
     if not pairs:
         return []
-    ids = sorted({p.id_a for p in pairs} | {p.id_b for p in pairs})
-    pos = {i: n for n, i in enumerate(ids)}
-    a = np.array([pos[p.id_a] for p in pairs])
-    b = np.array([pos[p.id_b] for p in pairs])
-    labels = components(len(ids), a, b)
     edges = {(min(p.id_a, p.id_b), max(p.id_a, p.id_b)): p.score for p in pairs}
-    comps: dict[int, list[int]] = {}
-    for i, lab in zip(ids, labels.tolist()):
-        comps.setdefault(lab, []).append(i)
     member_sets = []
-    for members in comps.values():
+    for members in connected_groups([p.id_a for p in pairs], [p.id_b for p in pairs]):
         member_sets += strict_split(members, edges) if strict else [sorted(members)]
     groups = []
     for members in member_sets:
         rows = [col.row_of_id(i) for i in members]
 
-        def rank(r):  # keeper: most pixels, then oldest, then path
-            return (-int(meta["width"][r]) * int(meta["height"][r]), int(meta["mtime_ns"][r]), meta["path"][r])
+        def rank(r):
+            return keeper_rank(meta["path"][r], int(meta["width"][r]) * int(meta["height"][r]), int(meta["mtime_ns"][r]))
 
         keeper = members[rows.index(min(rows, key=rank))]
         inside = set(members)

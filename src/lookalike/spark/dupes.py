@@ -20,7 +20,7 @@ from functools import partial
 
 import numpy as np
 
-from ..dupes import components
+from ..dupes import connected_groups, keeper_rank
 from .banding import ROW_COST, BandPlan, pairs_in_sorted, plan_bands
 from .data import arrow_batch_rows, as_matrix, load_embeddings, sample_vectors
 
@@ -261,21 +261,16 @@ def spark_dupes(spark, source: str, out: str | None = None, *, threshold: float 
 def _groups(a, b, s, meta) -> list[dict]:
     if not len(a):
         return []
-    ids = sorted(set(a.tolist()) | set(b.tolist()))
-    pos = {i: k for k, i in enumerate(ids)}
-    labels = components(len(ids), np.array([pos[x] for x in a.tolist()]), np.array([pos[x] for x in b.tolist()]))
-    comp: dict[int, list[int]] = {}
-    for i, lab in zip(ids, labels.tolist()):
-        comp.setdefault(lab, []).append(i)
+    groups = connected_groups(a, b)
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
     weakest: dict[int, float] = {}
     for x, score in zip(a.tolist(), s.tolist()):
-        lab = labels[pos[x]]
-        weakest[lab] = min(weakest.get(lab, 1.0), score)
+        weakest[group_of[x]] = min(weakest.get(group_of[x], 1.0), score)
     out = []
-    for lab, members in comp.items():
+    for g, members in enumerate(groups):
         paths = sorted(meta[i][0] for i in members)
-        keeper = min(members, key=lambda i: (-meta[i][1], meta[i][2], meta[i][0]))
-        out.append({"paths": paths, "keeper": meta[keeper][0], "min_score": weakest[lab]})
+        keeper = min(members, key=lambda i: keeper_rank(meta[i][0], meta[i][1], meta[i][2]))
+        out.append({"paths": paths, "keeper": meta[keeper][0], "min_score": weakest[g]})
     out.sort(key=lambda g: (-len(g["paths"]), g["paths"][0]))
     for k, g in enumerate(out):
         g["group"] = k
