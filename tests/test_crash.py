@@ -29,7 +29,18 @@ def corpus(tmp_path_factory):
 
 
 def _index_cmd(root, db):
-    return [sys.executable, "-m", "lookalike", "index", str(root), "--db", str(db), "--no-progress", "--batch-size", "4"]
+    return [
+        sys.executable,
+        "-m",
+        "lookalike",
+        "index",
+        str(root),
+        "--db",
+        str(db),
+        "--no-progress",
+        "--batch-size",
+        "4",
+    ]
 
 
 @pytest.mark.parametrize("trial", range(TRIALS))

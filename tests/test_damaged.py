@@ -14,8 +14,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory):
-    originals = [Image.open(p).convert("RGB") for cls in ("accordion", "pizza", "camera", "soccer_ball", "umbrella", "lotus")
-                 for p in real_photo(cls, n=1)]
+    originals = [
+        Image.open(p).convert("RGB")
+        for cls in ("accordion", "pizza", "camera", "soccer_ball", "umbrella", "lotus")
+        for p in real_photo(cls, n=1)
+    ]
     root = tmp_path_factory.mktemp("messy") / "corpus"
     kinds = build_corpus(root, originals, seed=0, copies=16)
     col = Collection.create(root.parent / "db")

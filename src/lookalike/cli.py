@@ -46,23 +46,39 @@ def index(
     folder: Annotated[Path, typer.Argument(help="Folder of images (recursive) or one image file.")],
     db: DbOpt = DEFAULT_DB,
     encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,
-    engine: Annotated[Optional[str], typer.Option(
-        help="Inference engine: onnx (default), onnx-int8 (~1.8x faster, calibrated on this collection) or torch.")] = None,
+    engine: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Inference engine: onnx (default), onnx-int8 (~1.8x faster, calibrated on this collection) or torch."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
     workers: Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")] = None,
-    max_pixels: Annotated[int, typer.Option(help="Skip images with more pixels (decompression bombs); 0 = no limit.")] = 100_000_000,
+    max_pixels: Annotated[
+        int, typer.Option(help="Skip images with more pixels (decompression bombs); 0 = no limit.")
+    ] = 100_000_000,
     include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Discard the collection at --db and index from scratch.")] = False,
-    flip_average: Annotated[bool, typer.Option(
-        help="New collections: embed each image with its mirror image (2x encode time, better retrieval).")] = False,
+    flip_average: Annotated[
+        bool,
+        typer.Option(
+            help="New collections: embed each image with its mirror image (2x encode time, better retrieval)."
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    lsh: Annotated[Optional[bool], typer.Option(
-        "--lsh/--no-lsh", help="Build the LSH index (default: when the collection has >= 5,000 images).")] = None,
+    lsh: Annotated[
+        Optional[bool],
+        typer.Option("--lsh/--no-lsh", help="Build the LSH index (default: when the collection has >= 5,000 images)."),
+    ] = None,
     lsh_family: Annotated[str, typer.Option(help="LSH hash family: hyperplane, brp or minhash.")] = "hyperplane",
     target_recall: Annotated[float, typer.Option(help="Recall@10 the LSH tuner aims for.")] = 0.95,
-    dba: Annotated[Optional[int], typer.Option(
-        help="Database-side augmentation with N neighbours for better class retrieval (10 is good; 0 = off; "
-             "kept for later runs). Use with search --expand 5.")] = None,
+    dba: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Database-side augmentation with N neighbours for better class retrieval (10 is good; 0 = off; "
+            "kept for later runs). Use with search --expand 5."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     show_skipped: Annotated[int, typer.Option(help="List at most this many skipped files.")] = 20,
 ):
@@ -109,12 +125,18 @@ def index(
         summary["skipped_files"] = [{"path": p, "reason": r} for p, r in report.skipped]
         print(json.dumps(summary, indent=2))
         return
-    out.print(f"[bold]{col.path}[/]: {len(col)} images  (+{report.added} added, {report.updated} updated, "
-              f"{report.removed} removed, {report.unchanged} unchanged, {len(report.skipped)} skipped)", highlight=False)
+    out.print(
+        f"[bold]{col.path}[/]: {len(col)} images  (+{report.added} added, {report.updated} updated, "
+        f"{report.removed} removed, {report.unchanged} unchanged, {len(report.skipped)} skipped)",
+        highlight=False,
+    )
     if report.embedded:
-        out.print(f"embedded {report.embedded} images in {t.total:.1f} s = [bold]{report.images_per_second:.1f} img/s[/]"
-                  f"  (discover {t.discover:.2f} s, decode {t.decode:.1f} cpu-s in workers, encode {t.encode:.1f} s, "
-                  f"write {t.write:.2f} s)", highlight=False)
+        out.print(
+            f"embedded {report.embedded} images in {t.total:.1f} s = [bold]{report.images_per_second:.1f} img/s[/]"
+            f"  (discover {t.discover:.2f} s, decode {t.decode:.1f} cpu-s in workers, encode {t.encode:.1f} s, "
+            f"write {t.write:.2f} s)",
+            highlight=False,
+        )
     if lsh_info:
         out.print(f"LSH index ({lsh_info['family']}: {lsh_info['n_tables']} tables x {lsh_info['n_bits']} bits, "
                   f"{lsh_info['n_probes']} probes): measured recall@10 = [bold]{lsh_info['recall']:.3f}[/] vs exact, "
@@ -227,7 +249,9 @@ def dupes(
     db: DbOpt = DEFAULT_DB,
     threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")] = 0.92,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
-    strict: Annotated[bool, typer.Option(help="Groups where every pair passes (default: connected components).")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Groups where every pair passes (default: connected components).")
+    ] = False,
     against: Annotated[Optional[Path], typer.Option(help="Another collection: report images duplicated there.")] = None,
     sheet: Annotated[Optional[Path], typer.Option(help="Write a PNG with one row of thumbnails per group.")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Force the exact all-pairs scan.")] = False,
@@ -309,10 +333,17 @@ def evaluate(
     db: DbOpt = DEFAULT_DB,
     k: Annotated[int, typer.Option("-k", "--k", help="Cut-off for P@k and recall@k.")] = 10,
     near_dup: Annotated[int, typer.Option(help="Originals to edit for the near-duplicate test (0 = skip).")] = 100,
-    ignore_label: Annotated[Optional[list[str]], typer.Option(help="Leave images with this label out of P@k/mAP.")] = None,
+    ignore_label: Annotated[
+        Optional[list[str]], typer.Option(help="Leave images with this label out of P@k/mAP.")
+    ] = None,
     expand: Annotated[int, typer.Option(help="Also measure class retrieval with query expansion (N neighbours).")] = 0,
-    dba: Annotated[int, typer.Option(help="Also measure class retrieval on the database augmented with N neighbours "
-                                          "(alpha-DBA), combined with --expand if given.")] = 0,
+    dba: Annotated[
+        int,
+        typer.Option(
+            help="Also measure class retrieval on the database augmented with N neighbours "
+            "(alpha-DBA), combined with --expand if given."
+        ),
+    ] = 0,
     out_json: Annotated[Optional[Path], typer.Option("--out", help="Also write the results as JSON here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling and edits.")] = 0,
 ):
@@ -473,8 +504,11 @@ def spark_index_cmd(
     finally:
         spark.stop()
     dt = _time.perf_counter() - t0
-    out.print(f"{counts['files']} files: {counts['embedded']} embedded, {counts['errors']} with errors, "
-              f"in {dt:.1f} s ({counts['embedded'] / dt:.1f} img/s incl. Spark start-up) -> {out_path}", highlight=False)
+    out.print(
+        f"{counts['files']} files: {counts['embedded']} embedded, {counts['errors']} with errors, "
+        f"in {dt:.1f} s ({counts['embedded'] / dt:.1f} img/s incl. Spark start-up) -> {out_path}",
+        highlight=False,
+    )
 
 
 @spark_app.command("dupes")
@@ -521,7 +555,9 @@ def spark_dupes_cmd(
 def spark_search_cmd(
     queries: Annotated[str, typer.Argument(help="Folder of query images, or a `spark index` output.")],
     collection: Annotated[str, typer.Option("--collection", help="Output folder/URI of `lookalike spark index`.")],
-    out_path: Annotated[Optional[str], typer.Option("--out", help="Write (query, rank, path, score) Parquet here.")] = None,
+    out_path: Annotated[
+        Optional[str], typer.Option("--out", help="Write (query, rank, path, score) Parquet here.")
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
     method: Annotated[str, typer.Option(help="exact (one pass for all queries) or mllib-brp.")] = "exact",
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",

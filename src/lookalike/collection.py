@@ -123,7 +123,9 @@ class _Table:
     def to_arrow(self):
         import pyarrow as pa
 
-        return pa.table({k: pa.array(self.cols[k].tolist() if self.cols[k].dtype == object else self.cols[k]) for k in META_COLUMNS})
+        return pa.table(
+            {k: pa.array(self.cols[k].tolist() if self.cols[k].dtype == object else self.cols[k]) for k in META_COLUMNS}
+        )
 
     @classmethod
     def from_arrow(cls, table) -> _Table:
@@ -223,7 +225,9 @@ class Collection:
         enc = get_encoder(encoder, engine, flip_average=flip_average)
         if (path / MANIFEST).exists():
             if not overwrite:
-                raise CollectionError(f"A collection already exists at {path}; open it, or pass overwrite=True (--rebuild).")
+                raise CollectionError(
+                    f"A collection already exists at {path}; open it, or pass overwrite=True (--rebuild)."
+                )
             for f in path.iterdir():
                 if f.is_file() and (f.name in (MANIFEST, "encoder-int8.onnx") or _GEN_FILE.match(f.name)):
                     f.unlink()
@@ -278,16 +282,22 @@ class Collection:
         hint = RECOVER_HINT.format(db=path)
         mpath = path / MANIFEST
         if not mpath.exists():
-            raise CollectionError(f"No collection at {path} (no {MANIFEST}). Create one with: lookalike index FOLDER --db {path}")
+            raise CollectionError(
+                f"No collection at {path} (no {MANIFEST}). Create one with: lookalike index FOLDER --db {path}"
+            )
         try:
             manifest = json.loads(mpath.read_bytes())
             checksum = manifest.pop("manifest_sha256")
         except (ValueError, KeyError, AttributeError, TypeError):
-            raise CorruptCollectionError(f"Collection file is damaged: {mpath} is not a valid manifest. {hint}") from None
+            raise CorruptCollectionError(
+                f"Collection file is damaged: {mpath} is not a valid manifest. {hint}"
+            ) from None
         if storage.json_sha256(manifest) != checksum:
             raise CorruptCollectionError(f"Collection file is damaged: {mpath} (checksum mismatch). {hint}")
         if manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise CollectionError(f"{path} was written by a newer lookalike (format {manifest['format_version']}); upgrade lookalike.")
+            raise CollectionError(
+                f"{path} was written by a newer lookalike (format {manifest['format_version']}); upgrade lookalike."
+            )
         if encoder is not None and encoder != manifest["encoder"]:
             raise CollectionError(
                 f"{path} was built with encoder {manifest['encoder']!r}, not {encoder!r}. Embeddings of different "
@@ -308,7 +318,9 @@ class Collection:
             raise CorruptCollectionError(f"Collection file is damaged in {path}: {err}. {hint}") from None
         if emb.shape != (len(table), manifest["dim"]):
             raise CorruptCollectionError(
-                f"Collection files disagree in {path}: {len(table)} metadata rows but embeddings of shape {emb.shape}. {hint}")
+                f"Collection files disagree in {path}: {len(table)} metadata rows but embeddings of shape "
+                f"{emb.shape}. {hint}"
+            )
         return cls(path, manifest, table, emb, errors, read_only=read_only, engine=engine)
 
     @classmethod
@@ -352,7 +364,9 @@ class Collection:
             if enc.weights_hash != self.manifest["weights_sha256"]:
                 raise CollectionError(
                     f"The installed weights for {enc.name!r} differ from those that built {self.path} "
-                    f"(sha256 {enc.weights_hash[:12]} vs {self.manifest['weights_sha256'][:12]}); rebuild with --rebuild.")
+                    f"(sha256 {enc.weights_hash[:12]} vs {self.manifest['weights_sha256'][:12]}); "
+                    "rebuild with --rebuild."
+                )
             self._encoder = enc
         return self._encoder
 
@@ -637,7 +651,9 @@ class Collection:
         lock = self._lock()
         try:
             keep = np.array([p not in new_paths for p in self._table.cols["path"]], bool)
-            self._old_ids = {p: int(i) for p, i in zip(self._table.cols["path"], self._table.cols["id"]) if p in new_paths}
+            self._old_ids = {
+                p: int(i) for p, i in zip(self._table.cols["path"], self._table.cols["id"]) if p in new_paths
+            }
             report.updated = len(self._old_ids)
             report.added = len(results) - report.updated
             self._apply(np.nonzero(keep)[0], results, errors, None)
@@ -686,7 +702,9 @@ class Collection:
                 keep[r] = False
                 report.removed += 1
         self._old_ids = {p: int(cols["id"][r]) for r, p in enumerate(cols["path"]) if p in todo_set}
-        errors = {p: reason for p, reason in self._errors if p not in todo_set and not (in_scope(p) and p not in found_set)}
+        errors = {
+            p: reason for p, reason in self._errors if p not in todo_set and not (in_scope(p) and p not in found_set)
+        }
         keep_rows = np.nonzero(keep)[0]
         if report.removed:
             self._apply(keep_rows, [], errors, root)
@@ -799,8 +817,11 @@ class Collection:
                  and prev.get("target_recall") == target_recall
                  and prev.get("tuned_at", 0) / 2 <= len(self) <= prev.get("tuned_at", 0) * 2)
         if reuse:
-            params = {key: prev[key] for key in ("n_tables", "n_bits", "n_probes", "bucket_length", "top_dims", "rerank")
-                      if prev.get(key) is not None}
+            params = {
+                key: prev[key]
+                for key in ("n_tables", "n_bits", "n_probes", "bucket_length", "top_dims", "rerank")
+                if prev.get(key) is not None
+            }
         t0 = time.perf_counter()
         vectors = self.search_matrix
         index = LSHIndex(family=family, target_recall=target_recall, k=k, **params).fit(vectors, self.ids)
@@ -810,9 +831,15 @@ class Collection:
         name = f"lsh-{self.manifest['generation']:06d}.npz"
         blob = index.to_bytes()
         storage.atomic_write(self.path / name, lambda f: f.write(blob))
-        info = {**index.params(), "file": name, "sha256": storage.bytes_sha256(blob), "dba": bool(self.manifest.get("dba")),
-                "generation": self.manifest["generation"], "build_seconds": round(seconds, 3),
-                "tuned_at": prev.get("tuned_at") if reuse else len(self)}
+        info = {
+            **index.params(),
+            "file": name,
+            "sha256": storage.bytes_sha256(blob),
+            "dba": bool(self.manifest.get("dba")),
+            "generation": self.manifest["generation"],
+            "build_seconds": round(seconds, 3),
+            "tuned_at": prev.get("tuned_at") if reuse else len(self),
+        }
         self.update_manifest(lsh=info)
         self._lsh = index
         return index
@@ -838,9 +865,16 @@ class Collection:
         name = f"dba-{self.manifest['generation']:06d}.npy"
         blob = _npy_bytes(aug)
         storage.atomic_write(self.path / name, lambda f: f.write(blob))
-        self.update_manifest(dba={"n": int(n), "alpha": float(alpha), "file": name, "sha256": storage.bytes_sha256(blob),
-                                  "generation": self.manifest["generation"],
-                                  "seconds": round(time.perf_counter() - t0, 3)})
+        self.update_manifest(
+            dba={
+                "n": int(n),
+                "alpha": float(alpha),
+                "file": name,
+                "sha256": storage.bytes_sha256(blob),
+                "generation": self.manifest["generation"],
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
         self._search_matrix = aug
         self._lsh = None
 
@@ -894,7 +928,9 @@ class Collection:
         if isinstance(query, np.ndarray):
             v = np.asarray(query, np.float32).reshape(-1)
             if v.shape[0] != self.manifest["dim"]:
-                raise ValueError(f"Query vector has {v.shape[0]} dimensions; this collection's have {self.manifest['dim']}.")
+                raise ValueError(
+                    f"Query vector has {v.shape[0]} dimensions; this collection's have {self.manifest['dim']}."
+                )
             return v / max(float(np.linalg.norm(v)), 1e-12)
         if isinstance(query, (str, os.PathLike)):
             p = str(Path(os.path.abspath(os.path.expanduser(query))))

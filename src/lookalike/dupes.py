@@ -186,7 +186,9 @@ def group_pairs(col, pairs: list[Pair], *, strict: bool = False) -> list[Group]:
         rows = [col.row_of_id(i) for i in members]
 
         def rank(r):
-            return keeper_rank(meta["path"][r], int(meta["width"][r]) * int(meta["height"][r]), int(meta["mtime_ns"][r]))
+            return keeper_rank(
+                meta["path"][r], int(meta["width"][r]) * int(meta["height"][r]), int(meta["mtime_ns"][r])
+            )
 
         keeper = members[rows.index(min(rows, key=rank))]
         inside = set(members)

@@ -84,8 +84,15 @@ def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10, 
         ranks = np.arange(1, rel.shape[1] + 1)
         n_rel = np.maximum(rel.sum(axis=1), 1)
         aps.append(((hits / ranks) * rel).sum(axis=1) / n_rel)
-    return {"n": n, "k": k, "expand": expand, "dba": dba, "p_at_1": float(same[:, 0].mean()), "p_at_k": float(same.mean()),
-            "map": float(np.concatenate(aps).mean())}
+    return {
+        "n": n,
+        "k": k,
+        "expand": expand,
+        "dba": dba,
+        "p_at_1": float(same[:, 0].mean()),
+        "p_at_k": float(same.mean()),
+        "map": float(np.concatenate(aps).mean()),
+    }
 
 
 def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:

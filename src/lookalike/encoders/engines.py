@@ -168,5 +168,7 @@ def quantize_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> P
         q = Path(tmp) / "int8.onnx"
         quantize_static(str(pre), str(q), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        os.replace(q, out_path) if q.stat().st_dev == out_path.parent.stat().st_dev else out_path.write_bytes(q.read_bytes())
+        os.replace(q, out_path) if q.stat().st_dev == out_path.parent.stat().st_dev else out_path.write_bytes(
+            q.read_bytes()
+        )
     return out_path

@@ -1,7 +1,8 @@
 """Compiled single-query path (numba).
 
-Probes, bucket lookup, de-duplication and Hamming scoring in one pass, with no intermediate arrays. Used when numba is installed; the numpy path gives the
-same candidates (tests compare them).
+Probes, bucket lookup, de-duplication and Hamming scoring in one pass, with no intermediate
+arrays, and the exact re-ranking dot products. Used when numba is installed; the numpy path
+gives the same candidates (tests compare them).
 
 numba is imported and the kernels compiled (from its on-disk cache) on first use of
 ``query_one`` / ``query_candidates``, not at import: numba and LLVM take ~130 MB of memory and
@@ -12,7 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-_COMPILED = ("query_one", "query_batch", "rerank_batch", "rerank_batch_half", "query_candidates", "_probe_buckets", "_pack_query")
+_COMPILED = (
+    "query_one",
+    "query_batch",
+    "rerank_batch",
+    "rerank_batch_half",
+    "query_candidates",
+    "_probe_buckets",
+    "_pack_query",
+)
 prange = range  # numba.prange once numba is loaded
 
 
@@ -115,7 +124,11 @@ def _probe_buckets(proj, n_probes, probe_bits, bits):
                     k ^= 1 << low[j]
             buckets[t, o] = (k ^ (k >> bits) ^ (k >> (2 * bits)) ^ (k >> (3 * bits))) & mask
             if i + 1 < m:
-                scores[n_open], flips[n_open], top[n_open] = sc - low_sq[i] + low_sq[i + 1], (f ^ (1 << i)) | (1 << (i + 1)), i + 1
+                scores[n_open], flips[n_open], top[n_open] = (
+                    sc - low_sq[i] + low_sq[i + 1],
+                    (f ^ (1 << i)) | (1 << (i + 1)),
+                    i + 1,
+                )
                 scores[n_open + 1], flips[n_open + 1], top[n_open + 1] = sc + low_sq[i + 1], f | (1 << (i + 1)), i + 1
                 n_open += 2
     return buckets, codes
@@ -166,8 +179,10 @@ def _query_one(proj, n_probes, probe_bits, bits, offsets, rows, codes, alive, re
 
 
 def _query_batch(proj, n_probes, probe_bits, bits, offsets, rows, codes, alive, rerank):
-    """:func:`_query_one` for a block of queries ``proj`` ``(q, L, K)`` on all cores: ``(q, rerank)``
-    candidate rows, padded with -1."""
+    """:func:`_query_one` for a block of queries ``proj`` ``(q, L, K)``, on all cores.
+
+    Returns ``(q, rerank)`` candidate rows, padded with -1.
+    """
     out = np.full((proj.shape[0], rerank), -1, np.int64)
     for j in prange(proj.shape[0]):
         r = _query_one(proj[j], n_probes, probe_bits, bits, offsets, rows, codes, alive, rerank)
@@ -222,17 +237,19 @@ def _rerank_batch_half(X, half, Q, rows):
 
 
 def dot(X, Q, rows):
-    """Exact inner products of queries ``Q`` ``(q, d)`` with their candidate rows ``(q, R)`` (-1 =
-    none: -inf) of the stored vectors ``X`` (float32 or float16); compiled, parallel over queries
-    when there are several."""
+    """Exact inner products of queries ``Q`` ``(q, d)`` with their candidate rows ``(q, R)``.
+
+    Rows index the stored vectors ``X`` (float32 or float16); -1 means none (score -inf).
+    Compiled, parallel over queries when there are several.
+    """
     Q = np.ascontiguousarray(Q, np.float32)
     if len(Q) == 1:
         if X.dtype == np.float16:
             return _dot_rows_half(X.view(np.uint16), half_table(), Q[0], rows[0])[None]
         return _dot_rows(X, Q[0], rows[0])[None]
     if X.dtype == np.float16:
-        return rerank_batch_half(X.view(np.uint16), half_table(), Q, rows)
-    return rerank_batch(X, Q, rows)
+        return rerank_batch_half(X.view(np.uint16), half_table(), Q, rows)  # noqa: F821 - set by __getattr__
+    return rerank_batch(X, Q, rows)  # noqa: F821
 
 
 HALF_TABLE = None

@@ -220,7 +220,12 @@ class BucketedRandomProjection(Family):
         return self
 
     def state(self) -> dict:  # noqa: D102
-        return {**super().state(), "units_": self.units_, "offsets_": self.offsets_, "bucket_length": self.bucket_length}
+        return {
+            **super().state(),
+            "units_": self.units_,
+            "offsets_": self.offsets_,
+            "bucket_length": self.bucket_length,
+        }
 
     def _keys(self, X: np.ndarray) -> np.ndarray:
         h = np.floor(((X - self.mean_) @ self.units_ + self.offsets_) / self.bucket_length).astype(np.int64)

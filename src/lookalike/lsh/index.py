@@ -144,7 +144,8 @@ class LSHIndex:
         self.family_: Family = make_family(self.family, **self._family_params()).fit(X)
         self.bucket_length_ = getattr(self.family_, "bucket_length", None)
         self.bucket_bits_ = tables.bucket_bits(self.n_bits_ if self.family == "hyperplane" else None, len(X))
-        # (n, words) Hamming codes: a candidate's hash bits are one cache line (the compiled path reads them in scan order)
+        # (n, words) Hamming codes: a candidate's hash bits are one cache line (the compiled path
+        # reads them in scan order)
         buckets, self._codes = self.family_.bucket_ids(X, self.bucket_bits_, hamming=self._uses_hamming())
         self._keys, self._rows = tables.build_from_buckets(buckets, self.bucket_bits_)
         del buckets
@@ -202,7 +203,9 @@ class LSHIndex:
         present = np.isin(ids, self.ids_)
         if present.any():
             if not allow_existing:
-                raise ValueError(f"ids already indexed: {ids[present][:5].tolist()}; pass allow_existing=True to replace")
+                raise ValueError(
+                    f"ids already indexed: {ids[present][:5].tolist()}; pass allow_existing=True to replace"
+                )
             self.remove(ids[present])
         new_rows = np.arange(len(self._X), len(self._X) + len(X))
         codes = self.family_.keys(X)
@@ -370,8 +373,10 @@ class LSHIndex:
         out_s[: len(top)], out_i[: len(top)] = s[top], self._ids[rows[top]]
 
     def _block(self, Q, proj, k, n_probes, out_s, out_i):
-        """Top-``k`` of a block of queries (``proj``: their projections), compiled and in parallel:
-        each query's cut candidates, then their exact inner products."""
+        """Top-``k`` of a block of queries (``proj``: their projections), compiled and in parallel.
+
+        Each query's cut candidates, then their exact inner products.
+        """
         rows = _kernels.query_batch(proj, int(n_probes or self.n_probes_), families.PROBE_BITS,
                                     self.bucket_bits_, self._keys, self._rows, self._codes, self._alive, self.rerank_)
         s = _kernels.dot(self._X, Q, rows)
@@ -419,11 +424,22 @@ class LSHIndex:
     # ------------------------------------------------------------------ persistence
     def params(self) -> dict:
         """The fitted parameters and measured quality (JSON-ready)."""
-        return {"family": self.family, "n_tables": self.n_tables_, "n_bits": self.n_bits_, "n_probes": self.n_probes_,
-                "bucket_length": self.bucket_length_, "top_dims": self.top_dims, "k": self.k, "seed": self.seed,
-                "target_recall": self.target_recall, "recall": self.recall_, "rerank": getattr(self, "rerank_", self.rerank),
-                "candidates": getattr(self, "candidates_", None), "dtype": self.dtype,
-                "bucket_bits": getattr(self, "bucket_bits_", None)}
+        return {
+            "family": self.family,
+            "n_tables": self.n_tables_,
+            "n_bits": self.n_bits_,
+            "n_probes": self.n_probes_,
+            "bucket_length": self.bucket_length_,
+            "top_dims": self.top_dims,
+            "k": self.k,
+            "seed": self.seed,
+            "target_recall": self.target_recall,
+            "recall": self.recall_,
+            "rerank": getattr(self, "rerank_", self.rerank),
+            "candidates": getattr(self, "candidates_", None),
+            "dtype": self.dtype,
+            "bucket_bits": getattr(self, "bucket_bits_", None),
+        }
 
     def save(self, path: str | Path, *, include_vectors: bool = True) -> None:
         """Write the index to one ``.npz`` file (removed vectors are dropped).

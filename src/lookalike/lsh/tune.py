@@ -126,8 +126,15 @@ def tune(index, X: np.ndarray) -> dict:
     trials = fn(index, X, sample)
     best = _pick(trials, index.target_recall)
     log.info("LSH tuned in %.1f s: %s", time.perf_counter() - t0, best)
-    return {"best": best, "trials": trials, "seconds": time.perf_counter() - t0, "queries": len(qrows),
-            "sample_rows": len(sample.srows), "holdout": (mrows, truth_both[len(qrows):]), "tuning_queries": (qrows, truth)}
+    return {
+        "best": best,
+        "trials": trials,
+        "seconds": time.perf_counter() - t0,
+        "queries": len(qrows),
+        "sample_rows": len(sample.srows),
+        "holdout": (mrows, truth_both[len(qrows) :]),
+        "tuning_queries": (qrows, truth),
+    }
 
 
 def _grid(values, fixed):
@@ -210,7 +217,9 @@ def _tune_hyperplane(index, X, sample):
                          "cost": _cost(cand, L, P, dim, index.rerank if hamming else None)}
                 if hamming and rec >= index.target_recall:
                     # the index keeps only the `rerank` candidates nearest in Hamming distance
-                    trial = _with_hamming_cut(trial, index, sample, pair, first < P, ham, truth_first < P, ham_truth, dim)
+                    trial = _with_hamming_cut(
+                        trial, index, sample, pair, first < P, ham, truth_first < P, ham_truth, dim
+                    )
                 trials.append(trial)
                 if trial["recall"] >= index.target_recall:
                     best_cost = min(best_cost, trial["cost"])

@@ -204,9 +204,11 @@ def mllib_pairs(df, threshold: float, method: str, *, n_tables: int | None = Non
         joined = model.approxSimilarityJoin(data, data, jaccard_distance, distCol="d")
         dot = F.aggregate(F.zip_with("datasetA.embedding", "datasetB.embedding", lambda x, y: x * y),
                           F.lit(0.0).cast("double"), lambda acc, x: acc + x)
-        return (joined.filter(F.col("datasetA.id") < F.col("datasetB.id"))
-                .select(F.col("datasetA.id").alias("a"), F.col("datasetB.id").alias("b"), dot.cast("float").alias("score"))
-                .filter(F.col("score") >= threshold))
+        return (
+            joined.filter(F.col("datasetA.id") < F.col("datasetB.id"))
+            .select(F.col("datasetA.id").alias("a"), F.col("datasetB.id").alias("b"), dot.cast("float").alias("score"))
+            .filter(F.col("score") >= threshold)
+        )
     raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
@@ -247,7 +249,9 @@ def spark_dupes(spark, source: str, out: str | None = None, *, threshold: float 
     meta = {}
     if involved:
         ids_df = spark.createDataFrame([(i,) for i in involved], "id long")
-        for r in df.join(F.broadcast(ids_df), "id").select("id", "path", "width", "height", "modificationTime").collect():
+        for r in (
+            df.join(F.broadcast(ids_df), "id").select("id", "path", "width", "height", "modificationTime").collect()
+        ):
             meta[r[0]] = (r[1], int(r[2] or 0) * int(r[3] or 0), r[4])
     order = np.lexsort((b, a, -s))
     pairs = [(meta[int(a[i])][0], meta[int(b[i])][0], float(s[i])) for i in order]

@@ -62,7 +62,9 @@ def query_vectors(spark, queries: str, collection_info: dict, *, partitions: int
     if info:
         qdf = spark.read.parquet(queries)
     else:
-        qdf = embed_images(spark, queries, partitions=partitions, encoder=collection_info.get("encoder", "efficientnet-lite0"))
+        qdf = embed_images(
+            spark, queries, partitions=partitions, encoder=collection_info.get("encoder", "efficientnet-lite0")
+        )
         info = collection_info
     if info.get("weights_sha256") != collection_info.get("weights_sha256"):
         raise SparkInputError(f"Queries were embedded with {info.get('encoder')!r}, the collection with "
