@@ -6,22 +6,16 @@ gives the same candidates (tests compare them).
 
 numba is imported and the kernels compiled (from its on-disk cache) on first use of
 ``query_one`` / ``query_candidates``, not at import: numba and LLVM take ~130 MB of memory and
-~1 s, which building an index does not need.
+~1 s, which hashing and building the tables do not need.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-_COMPILED = (
-    "query_one",
-    "query_batch",
-    "rerank_batch",
-    "rerank_batch_half",
-    "query_candidates",
-    "_probe_buckets",
-    "_pack_query",
-)
+# Compiled on first access (module __getattr__); the numba-only helpers they call are
+# replaced by their compiled versions at the same time.
+_COMPILED = ("query_one", "query_batch", "rerank_batch", "rerank_batch_half", "query_candidates")
 prange = range  # numba.prange once numba is loaded
 
 
@@ -271,18 +265,16 @@ def __getattr__(name):  # PEP 562: compile on first access
     except ImportError:  # pragma: no cover - numba is a declared dependency
         g = {k: None for k in _COMPILED}
     else:
+        # numba resolves a kernel's globals when it first compiles it (at its first call), so
+        # replacing every helper with its compiled version here, in one go, is enough.
         jit = njit(cache=True, nogil=True)
-        # the helpers first: numba resolves _query_one's globals when it compiles
-        g = {"_probe_buckets": jit(_probe_buckets), "_pack_query": jit(_pack_query)}
-        g["_query_candidates"] = g["query_candidates"] = jit(_query_candidates)
-        globals().update(g)
-        g["query_one"] = g["_query_one"] = jit(_query_one)
-        globals().update(g, prange=prange)
-        g["query_batch"] = njit(cache=True, nogil=True, parallel=True)(_query_batch)
         fast = njit(cache=True, nogil=True, fastmath=True)
-        g["_dot_rows"], g["_dot_rows_half"] = fast(_dot_rows), fast(_dot_rows_half)
-        globals().update(g)
         par = njit(cache=True, nogil=True, parallel=True)
-        g["rerank_batch"], g["rerank_batch_half"] = par(_rerank_batch), par(_rerank_batch_half)
+        g = {"prange": prange, "_probe_buckets": jit(_probe_buckets), "_pack_query": jit(_pack_query),
+             "_dot_rows": fast(_dot_rows), "_dot_rows_half": fast(_dot_rows_half),
+             "query_batch": par(_query_batch), "rerank_batch": par(_rerank_batch),
+             "rerank_batch_half": par(_rerank_batch_half)}
+        g["_query_candidates"] = g["query_candidates"] = jit(_query_candidates)
+        g["_query_one"] = g["query_one"] = jit(_query_one)
     globals().update(g)
-    return globals()[name] if name in globals() else None
+    return globals()[name]

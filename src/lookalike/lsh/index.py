@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -328,27 +326,15 @@ class LSHIndex:
         if len(Q) == 1 and self_rows is None:  # the latency path: no grouping by query
             self._one(Q, k, n_probes, out_s[0], out_i[0])
             return out_s, out_i
-        if self_rows is None and self.family == "hyperplane" and _kernels.query_one is not None:
-            # the compiled per-query path releases the GIL in its kernel and in the gather + dot,
-            # so query blocks run on all cores
-            threads = min(os.cpu_count() or 1, max(1, len(Q) // 16))
-
-            if self._codes is not None:  # the Hamming cut bounds the candidates: block kernels on all cores
-                for c0 in range(0, len(Q), PROJECT_BATCH):
-                    # all projections first: a BLAS call between the kernels would leave BLAS threads
-                    # spinning against numba's (2x slower on 2 cores)
-                    proj = self.family_._project(Q[c0 : c0 + PROJECT_BATCH])
-                    for b0 in range(0, len(proj), QUERY_BATCH):
-                        sl = slice(c0 + b0, c0 + b0 + QUERY_BATCH)
-                        self._block(Q[sl], proj[b0 : b0 + QUERY_BATCH], k, n_probes, out_s[sl], out_i[sl])
-                return out_s, out_i
-
-            def block(j0):
-                for j in range(j0, min(j0 + QUERY_BATCH, len(Q))):
-                    self._one(Q[j : j + 1], k, n_probes, out_s[j], out_i[j])
-
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(block, range(0, len(Q), QUERY_BATCH)))
+        if self_rows is None and self._codes is not None and _kernels.query_batch is not None:
+            # The Hamming cut bounds the candidates: compiled block kernels on all cores. All
+            # projections first: a BLAS call between the kernels would leave BLAS threads
+            # spinning against numba's (2x slower on 2 cores).
+            for c0 in range(0, len(Q), PROJECT_BATCH):
+                proj = self.family_._project(Q[c0 : c0 + PROJECT_BATCH])
+                for b0 in range(0, len(proj), QUERY_BATCH):
+                    sl = slice(c0 + b0, c0 + b0 + QUERY_BATCH)
+                    self._block(Q[sl], proj[b0 : b0 + QUERY_BATCH], k, n_probes, out_s[sl], out_i[sl])
             return out_s, out_i
         for b0 in range(0, len(Q), QUERY_BATCH):
             q = Q[b0 : b0 + QUERY_BATCH]

@@ -255,13 +255,7 @@ def _with_hamming_cut(trial, index, sample, pair, cand_mask, ham, found, ham_tru
     ``rerank``. Doubles ``rerank`` until the target is met (or nothing is cut).
     """
     S = len(sample.srows)
-    width = np.int64(int(max(ham.max(initial=0), ham_truth.max(initial=0))) + 2)
-    key = np.sort((pair[cand_mask] // S) * width + ham[cand_mask])
-    qi = sample.pair_q
-    start = np.searchsorted(key, qi * width)
-    below = np.searchsorted(key, qi * width + ham_truth) - start
-    ties = np.searchsorted(key, qi * width + ham_truth, side="right") - start - below
-    rank = (below + 0.5 * ties) * sample.scale
+    rank = _rank_in_query(pair[cand_mask] // S, ham[cand_mask], sample.pair_q, ham_truth) * sample.scale
     rerank = index.rerank
     while True:
         rec = float((found & (rank < rerank)).mean())
@@ -362,13 +356,20 @@ def _hamming_ranks(index, X, qrows, truth):
         return np.zeros(0), 1
     pos = np.minimum(np.searchsorted(pair, want), len(pair) - 1)
     found = pair[pos] == want
-    width = np.int64(int(ham.max()) + 2)
-    key = np.sort(qi * width + ham)
-    h = want_q * width + ham[pos]
-    start = np.searchsorted(key, want_q * width)
-    below = np.searchsorted(key, h) - start
-    ties = np.searchsorted(key, h, side="right") - start - below
-    return (below + 0.5 * ties)[found], int(np.bincount(qi).max())
+    return _rank_in_query(qi, ham, want_q, ham[pos])[found], int(np.bincount(qi).max())
+
+
+def _rank_in_query(cand_q, cand_ham, q, h):
+    """For each (query ``q``, Hamming distance ``h``): how many of its candidates are nearer.
+
+    Candidates are given as (``cand_q``, ``cand_ham``); ties count half.
+    """
+    width = np.int64(int(max(cand_ham.max(initial=0), np.max(h, initial=0))) + 2)
+    key = np.sort(cand_q * width + cand_ham)
+    start = np.searchsorted(key, q * width)
+    below = np.searchsorted(key, q * width + h) - start
+    ties = np.searchsorted(key, q * width + h, side="right") - start - below
+    return below + 0.5 * ties
 
 
 def measure(index, X: np.ndarray, *, k: int, seed: int, holdout=None) -> tuple[float, float]:
