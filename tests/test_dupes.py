@@ -99,3 +99,64 @@ def test_cli_formats_and_sheet(tmp_path, dup_folder):
     res = runner.invoke(app, ["dupes", "--db", db2, "--against", db, "--threshold", "0.85", "--format", "json"])
     pairs = json.loads(res.output)
     assert len(pairs) == 3 and all("copy_" in p["path_a"] and "orig_" in p["path_b"] for p in pairs)
+
+
+def test_strict_with_several_groups(tmp_path, dup_folder):
+    """--strict used to crash (KeyError) whenever there were two groups or more."""
+    runner = CliRunner()
+    db = str(tmp_path / "db")
+    assert runner.invoke(app, ["index", str(dup_folder), "--db", db]).exit_code == 0
+    res = runner.invoke(app, ["dupes", "--db", db, "--threshold", "0.85", "--strict", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    groups = json.loads(res.output)["groups"]
+    assert len(groups) == 3 and all(len(g["ids"]) == 2 for g in groups)
+    loose = Collection.open(db).duplicates(0.85)
+    assert sorted(g["ids"] for g in groups) == sorted(g.ids for g in loose)
+
+
+def test_strict_split_ignores_edges_of_other_components():
+    edges = {(1, 2): 0.95, (2, 3): 0.95, (1, 3): 0.93, (7, 8): 0.99}
+    assert strict_split([1, 2, 3], edges) == [[1, 2, 3]]
+    assert strict_split([7, 8], edges) == [[7, 8]]
+
+
+def _unit(n, d, seed):
+    X = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+def test_exact_pairs_blocks_on_both_sides_of_a_float16_memmap(tmp_path, monkeypatch):
+    import lookalike.dupes as dupes
+
+    monkeypatch.setattr(dupes, "PAIR_BLOCK_ROWS", 64)
+    monkeypatch.setattr(dupes, "PAIR_OTHER_ROWS", 96)
+    X = _unit(500, 6, 1)
+    path = tmp_path / "x.npy"
+    np.save(path, X.astype(np.float16))
+    M = np.load(path, mmap_mode="r")  # float16 memmap, as large collections store it
+    seen = []
+    a, b, s = exact_pairs(M, 0.9, progress=seen.append)
+    X16 = np.asarray(M, np.float32)
+    full = X16 @ X16.T
+    want = {(i, j) for i, j in zip(*np.nonzero(full >= 0.9)) if i < j}
+    assert set(zip(a.tolist(), b.tolist())) == want and len(want) > 100
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 10
+    # between two matrices, also blockwise
+    Y = _unit(130, 6, 2)
+    a, b, s = exact_pairs(M, 0.9, Y)
+    cross = X16 @ Y.T
+    assert set(zip(a.tolist(), b.tolist())) == set(zip(*np.nonzero(cross >= 0.9)))
+
+
+def test_exact_pairs_cap_keeps_the_best(monkeypatch):
+    import lookalike.dupes as dupes
+
+    monkeypatch.setattr(dupes, "PAIR_BLOCK_ROWS", 50)
+    monkeypatch.setattr(dupes, "PAIR_OTHER_ROWS", 70)
+    X = _unit(400, 4, 3)
+    a_all, b_all, s_all = exact_pairs(X, 0.0)
+    a, b, s = exact_pairs(X, 0.0, max_pairs=300)
+    assert len(s) == 300 and len(s_all) > 10_000
+    assert np.isclose(s.min(), np.sort(s_all)[-300])
+    found = dupes._exact_scan(X, 0.0, max_pairs=300)
+    assert found.truncated and not dupes._exact_scan(X, 0.999, max_pairs=300).truncated
