@@ -64,31 +64,12 @@ def parquet_of(name: str) -> Path:
     out = CACHE / f"spark-{name}"
     if (out / "_lookalike").exists():
         return out
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from lookalike.encoders import get_encoder
+    from lookalike.datasets import write_spark_output
 
     X, paths = vectors(name)
     shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    n = len(X)
-    step = 10_000
-    for k, i in enumerate(range(0, n, step)):
-        m = min(step, n - i)
-        pq.write_table(pa.table({
-            "path": ["file:" + p for p in paths[i : i + m]],
-            "size": pa.array([0] * m, pa.int64()),
-            "modificationTime": pa.array([0] * m, pa.timestamp("us")),
-            "content_hash": [""] * m,
-            "width": pa.array([0] * m, pa.int32()), "height": pa.array([0] * m, pa.int32()),
-            "embedding": pa.array(list(X[i : i + m]), pa.list_(pa.float32())),
-            "error": pa.array([None] * m, pa.string()),
-        }), out / f"part-{k:05d}.parquet")
-    enc = get_encoder("efficientnet-lite0")
-    (out / "_lookalike").mkdir()
-    (out / "_lookalike" / "part-00000.txt").write_text(json.dumps(
-        {"encoder": enc.name, "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False}) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_spark_output(out, len(X), vectors=X, paths=paths, files=-(-len(X) // 10_000))
     np.save(CACHE / f"spark-{name}-X.npy", X)
     return out
 

@@ -110,34 +110,11 @@ def test_spark_cli_dupes_search_import(tmp_path):
 
 def write_vectors(path, X, names=None, encoder="efficientnet-lite0"):
     """Write vectors the way `spark index` does (Parquet + _lookalike/), without Spark."""
-    import json
+    from lookalike.datasets import write_spark_output
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from lookalike.spark.embed import META_DIR
-
-    path.mkdir(parents=True)
     n = len(X)
     names = names or [f"/data/img{i:04d}.jpg" for i in range(n)]
-    table = pa.table({
-        "path": ["file:" + p for p in names],
-        "size": pa.array(range(n), pa.int64()),
-        "modificationTime": pa.array([1_700_000_000_000_000 + i for i in range(n)], pa.timestamp("us")),
-        "content_hash": [f"h{i}" for i in range(n)],
-        "width": pa.array([100 + i for i in range(n)], pa.int32()),
-        "height": pa.array([100] * n, pa.int32()),
-        "embedding": pa.array(list(np.asarray(X, np.float32)), pa.list_(pa.float32())),
-        "error": pa.array([None] * n, pa.string()),
-    })
-    pq.write_table(table.slice(0, n // 2), path / "part-00000.parquet")
-    pq.write_table(table.slice(n // 2), path / "part-00001.parquet")
-    (path / META_DIR).mkdir()
-    from lookalike.encoders import get_encoder
-
-    enc = get_encoder(encoder)
-    (path / META_DIR / "part-00000.txt").write_text(json.dumps(
-        {"encoder": enc.name, "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False}) + "\n")
+    write_spark_output(path, n, vectors=np.asarray(X, np.float32), paths=names, encoder=encoder, files=2)
     return names
 
 
