@@ -1,4 +1,7 @@
 import io
+import math
+import threading
+import time
 
 import pytest
 from conftest import synthetic_image
@@ -7,6 +10,7 @@ from PIL import Image
 
 from lookalike import Collection
 from lookalike.server import create_app
+from lookalike.server.guard import allowed_hosts
 
 
 @pytest.fixture
@@ -17,19 +21,38 @@ def client(tmp_path, image_folder):
         yield c
 
 
+@pytest.fixture
+def dup_db(tmp_path, image_folder):
+    """12 synthetic images plus 90%-size copies of images 0, 1 and 2 (three duplicate pairs)."""
+    for i, sub in ((0, "dogs"), (1, "cats"), (2, "dogs")):
+        synthetic_image(i).resize((144, 108)).save(image_folder / sub / f"copy_{i:02d}.png")
+    Collection.create(tmp_path / "db").index(image_folder)
+    return tmp_path / "db"
+
+
 def _png(seed=3, size=(160, 120)):
     buf = io.BytesIO()
     synthetic_image(seed, size).save(buf, format="PNG")
     return buf.getvalue()
 
 
+def _poll(c, url, timeout=30):
+    deadline = time.time() + timeout
+    while True:
+        r = c.get(url)
+        if r.status_code != 202 or time.time() > deadline:
+            return r
+        time.sleep(0.05)
+
+
 def test_health_stats_and_page(client):
-    assert client.get("/healthz").json() == {"status": "ok", "images": 12}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["images"] == 12 and isinstance(health["generation"], int)
     s = client.get("/api/stats").json()
     assert s["images"] == 12 and s["search_method"] == "exact"
     page = client.get("/")
-    assert page.status_code == 200 and "lookalike" in page.text and "app.js" in page.text
-    assert client.get("/app.js").status_code == 200
+    assert page.status_code == 200 and "lookalike" in page.text and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
     assert client.get("/docs").status_code == 200
 
 
@@ -49,7 +72,7 @@ def test_search_by_upload(client):
 def test_search_by_id(client):
     r = client.post("/api/search", json={"id": 5, "k": 4})
     assert r.status_code == 200
-    assert r.json()["results"][0]["id"] == 5
+    assert r.json()["results"][0]["id"] == 5 and len(r.json()["results"]) == 4
     assert client.post("/api/search", json={"id": 999}).status_code == 404
     assert client.post("/api/search", json={"nope": 1}).status_code == 422
 
@@ -66,10 +89,31 @@ def test_limits(client):
     assert client.post("/api/search", content=b"raw", headers={"content-type": "text/plain"}).status_code == 415
 
 
+@pytest.mark.parametrize("body", [
+    b'{"id": 1e400}', b'{"id": true}', b'{"id": " 7 "}', b'{"id": 1.9}', b'{"id": 1.0}', b'{"id": null}',
+    b'{"id": [1]}', b'{"id": {"a": 1}}', b'{"id": -Infinity}', b'{"id": NaN}', b'{"id": 1, "k": 0}',
+    b'{"id": 1, "k": 101}', b'{"id": 1, "k": 2.5}', b'{"id": 1, "k": "3"}', b'{"id": 1, "k": false}',
+    b'{"id": 1, "x": 2}', b'[1]', b'"7"', b'7', b'{"id": 1', b'', b'{"id": ' + b"9" * 5000 + b"}",
+    b'[' * 100_000 + b']' * 100_000,
+])
+def test_ids_and_k_must_be_json_integers(client, body):
+    r = client.post("/api/search", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, (body[:40], r.status_code, r.text)
+    assert isinstance(r.json()["detail"], str) and r.json()["detail"]
+
+
+@pytest.mark.parametrize("query", ["k=abc", "k=1.5", "k=1e400", "k=true", "k=-1", "k=101", "k=%20"])
+def test_k_query_is_a_bounded_integer(client, query):
+    r = client.post(f"/api/search?{query}", json={"id": 1})
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+
+
 @pytest.mark.parametrize("url", [
     "/api/images/../../etc/passwd", "/api/images/%2e%2e%2fetc%2fpasswd", "/api/images//etc/passwd",
     "/api/thumbs/..%2F..%2Fetc%2Fpasswd", "/api/images/-1", "/api/thumbs/99999", "/api/images/1.5",
     "/..%2f..%2fetc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/api/images/%2Fetc%2Fpasswd",
+    "/static/../../etc/passwd", "/static/..%2f..%2fetc%2fpasswd", "/api/images/1e400",
+    "/api/images/99999999999999999999999999999",
 ])
 def test_traversal_attempts_never_serve_files(client, url):
     r = client.get(url)
@@ -77,10 +121,155 @@ def test_traversal_attempts_never_serve_files(client, url):
     assert b"root:" not in r.content
 
 
-def test_duplicates_endpoint(client):
-    r = client.get("/api/duplicates?threshold=0.999")
-    assert r.status_code == 200 and r.json()["groups"] == []
-    assert client.get("/api/duplicates?threshold=7").status_code == 422
+def test_head_wherever_get(client):
+    for url in ["/healthz", "/api/stats", "/api/images/1", "/api/thumbs/1", "/", "/docs", "/openapi.json",
+                "/static/app.js", "/static/style.css"]:
+        get, head = client.get(url), client.head(url)
+        assert get.status_code == 200 and head.status_code == 200, url
+        assert head.headers["content-type"] == get.headers["content-type"], url
+    assert client.head("/api/images/999").status_code == 404
+    assert client.head("/api/duplicates?threshold=0.99").status_code in (200, 202)
+    r = client.delete("/api/search")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert set(client.put("/healthz").headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_openapi_documents_bodies_and_errors(client):
+    doc = client.get("/openapi.json").json()
+    search = doc["paths"]["/api/search"]["post"]
+    body = search["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["required"] == ["image"]
+    assert body["application/json"]["schema"]["properties"]["id"]["type"] == "integer"
+    assert {"200", "404", "409", "413", "415", "422", "429"} <= set(search["responses"])
+    assert {"200", "404", "410"} <= set(doc["paths"]["/api/images/{image_id}"]["get"]["responses"])
+    assert {"200", "202", "422", "429"} <= set(doc["paths"]["/api/duplicates"]["get"]["responses"])
+    assert "head" in doc["paths"]["/healthz"]
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+
+
+def test_host_header_checked_against_the_bound_address(tmp_path, image_folder):
+    Collection.create(tmp_path / "db").index(image_folder)
+    app = create_app(tmp_path / "db", allowed_hosts=allowed_hosts("127.0.0.1", 8123))
+    with TestClient(app) as c:
+        for host in ["127.0.0.1:8123", "localhost:8123", "[::1]:8123", "LOCALHOST:8123"]:
+            assert c.get("/healthz", headers={"host": host}).status_code == 200, host
+        for host in ["evil.example:8123", "evil.example", "127.0.0.1", "127.0.0.1:80", "localhost:8124",
+                     "127.0.0.1.evil.example:8123", ""]:
+            r = c.get("/healthz", headers={"host": host})
+            assert r.status_code == 400 and "Host header" in r.json()["detail"], host
+            assert c.post("/api/search", json={"id": 1}, headers={"host": host}).status_code == 400
+    assert allowed_hosts("0.0.0.0", 8000) is None
+    assert allowed_hosts("192.168.1.5", 8000) == {"192.168.1.5:8000"}
+    assert allowed_hosts("photos.local", 80) == {"photos.local:80", "photos.local"}
+    assert allowed_hosts("::1", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
+
+
+def test_upload_queue_full_gets_429(tmp_path, image_folder):
+    Collection.create(tmp_path / "db").index(image_folder)
+    app = create_app(tmp_path / "db", upload_workers=1, upload_queue=1)
+    release = threading.Event()
+    with TestClient(app) as c:
+        blocker = app.state.uploads.submit(lambda: release.wait(30))  # the one slot is taken
+        r = c.post("/api/search", files={"image": ("q.png", _png(3), "image/png")})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1" and "retry" in r.json()["detail"]
+        # id searches need no upload slot
+        assert c.post("/api/search", json={"id": 1}).status_code == 200
+        release.set()
+        blocker.result(timeout=10)
+        deadline = time.time() + 5
+        while app.state.uploads.pending and time.time() < deadline:
+            time.sleep(0.01)
+        r = c.post("/api/search?k=2", files={"image": ("q.png", _png(3), "image/png")})
+        assert r.status_code == 200 and r.json()["results"][0]["name"] == "img_03.png"
+
+
+def test_uploads_do_not_block_the_event_loop(tmp_path, image_folder):
+    """While an upload is decoded and embedded, /healthz keeps answering at once."""
+    Collection.create(tmp_path / "db").index(image_folder)
+    app = create_app(tmp_path / "db", upload_workers=1, upload_queue=4)
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(30)
+
+    with TestClient(app) as c:
+        app.state.uploads.submit(slow)
+        assert started.wait(5)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            r=c.post("/api/search", files={"image": ("q.png", _png(3), "image/png")})))
+        t.start()
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        assert c.get("/healthz").status_code == 200
+        assert time.perf_counter() - t0 < 1.0
+        release.set()
+        t.join(30)
+        assert result["r"].status_code == 200
+
+
+def test_duplicates_202_then_paged(dup_db, monkeypatch):
+    import lookalike.server.duplicates as sd
+
+    gate = threading.Event()
+    real = sd.scan_pairs
+
+    def gated(*args, **kwargs):
+        kwargs["progress"](0.5)
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sd, "scan_pairs", gated)
+    with TestClient(create_app(dup_db)) as c:
+        r = c.get("/api/duplicates?threshold=0.88&limit=2")
+        assert r.status_code == 202 and r.headers["retry-after"] == "1"
+        assert r.json()["status"] in ("queued", "running") and 0 <= r.json()["progress"] <= 1
+        deadline = time.time() + 5
+        while c.get("/api/duplicates?threshold=0.88&limit=2").json().get("progress") != 0.475:
+            assert time.time() < deadline
+            time.sleep(0.02)
+        gate.set()
+        r = _poll(c, "/api/duplicates?threshold=0.88&limit=2")
+        assert r.status_code == 200, r.text
+        data = r.json()
+        assert data["status"] == "done" and data["total_groups"] == 3 and data["progress"] == 1.0
+        assert len(data["groups"]) == 2 and not data["truncated"] and data["pairs"] == 3
+        names = sorted(sorted(m["name"] for m in g["members"]) for g in data["groups"])
+        rest = c.get("/api/duplicates?threshold=0.88&limit=2&offset=2").json()  # cached: 200 at once
+        assert rest["status"] == "done" and rest["offset"] == 2 and len(rest["groups"]) == 1
+        names += [sorted(m["name"] for m in rest["groups"][0]["members"])]
+        assert sorted(names) == [[f"copy_{i:02d}.png", n] for i, n in
+                                 ((0, "img_00.png"), (1, "img_01.jpg"), (2, "img_02.jpg"))]
+        for g in data["groups"] + rest["groups"]:
+            keeper = next(m for m in g["members"] if m["keeper"])
+            assert keeper["name"].startswith("img_")  # most pixels
+        assert c.get("/api/duplicates?threshold=0.88&offset=99").json()["groups"] == []
+
+
+def test_duplicates_strict_and_bounded(dup_db):
+    with TestClient(create_app(dup_db, max_pairs=2)) as c:
+        r = _poll(c, "/api/duplicates?threshold=0.88&strict=true")
+        assert r.status_code == 200, r.text
+        assert r.json()["strict"] is True and r.json()["total_groups"] == 2  # two best pairs of three kept
+        assert r.json()["truncated"] is True and r.json()["max_pairs"] == 2
+        r = _poll(c, "/api/duplicates?threshold=0.05")
+        assert r.status_code == 200 and r.json()["truncated"] and r.json()["pairs"] == 2
+        for bad in ["0", "-1", "1.5", "nan", "inf", "abc", "1e400"]:
+            r = c.get(f"/api/duplicates?threshold={bad}")
+            assert r.status_code == 422 and isinstance(r.json()["detail"], str), bad
+        for bad in ["offset=-1", "limit=0", "limit=201", "limit=1.5", "strict=maybe"]:
+            assert c.get(f"/api/duplicates?{bad}").status_code == 422, bad
+
+
+def test_duplicates_strict_several_groups(dup_db):
+    """strict=true used to answer 500 (KeyError) whenever there were two groups or more."""
+    with TestClient(create_app(dup_db)) as c:
+        r = _poll(c, "/api/duplicates?threshold=0.88&strict=true")
+        assert r.status_code == 200, r.text
+        assert r.json()["total_groups"] == 3 and all(g["size"] == 2 for g in r.json()["groups"])
+        assert all(math.isfinite(g["min_score"]) for g in r.json()["groups"])
 
 
 def test_empty_collection(tmp_path):
@@ -88,3 +277,4 @@ def test_empty_collection(tmp_path):
     with TestClient(create_app(tmp_path / "empty")) as c:
         r = c.post("/api/search", json={"id": 0})
         assert r.status_code == 409 and "empty" in r.json()["detail"]
+        assert _poll(c, "/api/duplicates").json()["total_groups"] == 0

@@ -406,15 +406,15 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MB (larger: HTTP 413).")] = 20.0,
 ):
-    """Serve the web page and REST API (/docs) over the collection, read-only."""
-    import uvicorn
-
-    from .server import create_app
+    """Serve the web page and REST API (/docs) over the collection, read-only; follows re-indexing."""
+    from .server import ServeError, run
 
     _open(db, read_only=True)  # fail early, with the friendly message
-    app_ = create_app(db, max_upload_bytes=int(max_upload_mb * 1024 * 1024))
-    out.print(f"lookalike serving {db} at http://{host}:{port}  (API docs: /docs; Ctrl-C to stop)", highlight=False)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    try:
+        run(db, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            echo=lambda line: out.print(line, highlight=False))
+    except ServeError as e:
+        _fail(str(e))
 
 
 @app.command()

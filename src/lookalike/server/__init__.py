@@ -1,5 +1,6 @@
 """The REST API and web page (FastAPI), a thin shell over :class:`lookalike.Collection`."""
 
 from .app import create_app
+from .run import ServeError, run
 
-__all__ = ["create_app"]
+__all__ = ["ServeError", "create_app", "run"]

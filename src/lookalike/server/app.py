@@ -1,35 +1,51 @@
 """FastAPI app: search by upload or by id, images and thumbnails by id, duplicates, stats.
 
-Safety: the collection is opened read-only; no endpoint takes a filesystem path or URL
-from the client (images are addressed by their integer id); uploads are capped in bytes
-(413) and pixels, and undecodable uploads get 422 with the reason.
+Safety: the collection is opened read-only; no endpoint takes a filesystem path or URL from the
+client (images are addressed by their integer id); uploads are capped in bytes (413) and pixels,
+decoded and embedded on worker threads behind a bounded queue (429 when full), and undecodable
+uploads get 422 with the reason. Ids and ``k`` must be JSON integers (422 otherwise). Every
+GET also answers HEAD. The server follows new generations of the collection (see ``live``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
-import logging
+import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import images
-from ..collection import Collection
-
-log = logging.getLogger(__name__)
+from . import schemas
+from .duplicates import MAX_PAIRS, DuplicateJobs
+from .guard import HostCheck
+from .live import CHECK_INTERVAL_S, LiveCollection
+from .schemas import MAX_K, errors
+from .uploads import UPLOAD_QUEUE, UPLOAD_WORKERS, EmbedQueue, QueueFull
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # 20 MB
-MAX_K = 100
 THUMB_SIDE = 256
 # Thumbnails kept in memory: 2,000 x ~15 KB JPEG = ~30 MB.
 THUMB_CACHE_ITEMS = 2_000
+# Thumbnails decoded at once (each decode of a 100-megapixel PNG takes ~300 MB).
+THUMB_WORKERS = 4
+# Duplicate groups per page, and members and pairs shown per group (a group may hold thousands).
+MAX_GROUPS_PAGE = 200
+MAX_GROUP_MEMBERS = 200
+MAX_GROUP_PAIRS = 50
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
                ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+GET_HEAD = ["GET", "HEAD"]
 
 
 class _ThumbCache:
@@ -49,22 +65,83 @@ class _ThumbCache:
         return value
 
 
+def _json_id_query(body: bytes, k: int) -> tuple[int, int]:
+    """``(id, k)`` from a JSON body ``{"id": 12, "k": 10}``; 422 unless both are JSON integers."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise HTTPException(422, 'The body is not valid JSON; expected {"id": 12, "k": 10}.') from None
+    if not isinstance(payload, dict) or "id" not in payload:
+        raise HTTPException(422, 'Expected a JSON object like {"id": 12, "k": 10} ("k" optional).')
+    extra = sorted(set(payload) - {"id", "k"})
+    if extra:
+        raise HTTPException(422, f"Unknown fields {extra}; expected only 'id' and 'k'.")
+
+    def integer(name, value):
+        if type(value) is not int:  # bool is an int subclass; 1.0, 1e400 and "7" are not ids
+            shown = json.dumps(value)[:40]
+            raise HTTPException(422, f"{name} must be a JSON integer, got {shown}.")
+        return value
+
+    image_id = integer("id", payload["id"])
+    if "k" in payload:
+        k = integer("k", payload["k"])
+        if not 1 <= k <= MAX_K:
+            raise HTTPException(422, f"k must be between 1 and {MAX_K}, got {k}.")
+    return image_id, k
+
+
+def _group_json(g) -> dict:
+    members = [{"id": i, "name": Path(p).name, "path": p, "thumb_url": f"/api/thumbs/{i}", "keeper": i == g.keeper}
+               for i, p in zip(g.ids[:MAX_GROUP_MEMBERS], g.paths[:MAX_GROUP_MEMBERS])]
+    if g.keeper not in g.ids[:MAX_GROUP_MEMBERS]:
+        k = g.ids.index(g.keeper)
+        members.append({"id": g.keeper, "name": Path(g.paths[k]).name, "path": g.paths[k],
+                        "thumb_url": f"/api/thumbs/{g.keeper}", "keeper": True})
+    return {"ids": g.ids[:MAX_GROUP_MEMBERS], "size": len(g.ids), "keeper": g.keeper, "min_score": g.min_score,
+            "pair_count": len(g.pairs), "pairs": [list(p) for p in g.pairs[:MAX_GROUP_PAIRS]], "members": members}
+
+
 def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-               max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> FastAPI:
-    """Build the app over the collection at ``db`` (opened read-only once, shared by requests)."""
-    col = Collection.open(db, read_only=True)
-    app = FastAPI(title="lookalike", version="0.1", description="Find similar images in a collection.")
+               max_pixels: int | None = images.DEFAULT_MAX_PIXELS, allowed_hosts: set[str] | None = None,
+               upload_workers: int = UPLOAD_WORKERS, upload_queue: int = UPLOAD_QUEUE, max_pairs: int = MAX_PAIRS,
+               check_interval: float = CHECK_INTERVAL_S) -> FastAPI:
+    """Build the app over the collection at ``db`` (opened read-only; new generations followed).
+
+    Parameters
+    ----------
+    db : path
+    max_upload_bytes : int
+        Larger uploads get 413.
+    max_pixels : int or None
+        Larger images get 422 (decompression bombs).
+    allowed_hosts : set of str, optional
+        ``Host`` header values answered (others get 400); None answers any (see
+        :func:`lookalike.server.guard.allowed_hosts`, which :func:`lookalike.server.run` uses).
+    upload_workers, upload_queue : int
+        Threads decoding and embedding uploads, and uploads pending at once (one more: 429).
+    max_pairs : int
+        Duplicate pairs kept per ``/api/duplicates`` computation (the best; ``truncated`` says so).
+    check_interval : float
+        Seconds between two checks for a new generation of the collection.
+    """
+    live = LiveCollection(db, check_interval=check_interval)
+    uploads = EmbedQueue(workers=upload_workers, max_pending=upload_queue)
+    dupes = DuplicateJobs(max_pairs=max_pairs)
+    app = FastAPI(title="lookalike", version="0.2", description="Find similar images in a collection.",
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.live, app.state.uploads, app.state.dupes = live, uploads, dupes
     thumbs = _ThumbCache(THUMB_CACHE_ITEMS)
-    encode_lock = threading.Lock()  # one model call at a time; ORT uses all cores per call
+    thumb_slots = threading.BoundedSemaphore(THUMB_WORKERS)
 
     def hit_json(h):
         return {**h.to_dict(), "name": Path(h.path).name, "image_url": f"/api/images/{h.id}",
                 "thumb_url": f"/api/thumbs/{h.id}"}
 
-    def record_or_404(image_id: int) -> dict:
+    def record_or_404(col, image_id: int) -> dict:
         try:
             return col.record(image_id)
-        except KeyError:
+        except (KeyError, OverflowError):
             raise HTTPException(404, f"No image with id {image_id} in this collection.") from None
 
     async def read_capped(request: Request) -> bytes:
@@ -79,105 +156,178 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
             chunks.append(chunk)
         return b"".join(chunks)
 
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok", "images": len(col)}
+    @app.api_route("/healthz", methods=GET_HEAD, response_model=schemas.Health)
+    async def healthz():
+        """Liveness, the number of images and the generation being served."""
+        col = live.get()
+        return {"status": "ok", "images": len(col), "generation": col.manifest["generation"]}
 
-    @app.get("/api/stats")
-    def stats():
+    @app.api_route("/api/stats", methods=GET_HEAD, response_model=schemas.Stats)
+    async def stats():
+        """The collection being served: size, encoder, search method."""
+        col = live.get()
         m = col.manifest
         lsh = m.get("lsh") or {}
         return {"images": len(col), "skipped": len(col.errors), "encoder": m["encoder"], "dim": m["dim"],
                 "engine": m.get("engine", "onnx"), "search_method": col.resolve_method("auto"),
                 "lsh_recall": lsh.get("recall") if lsh.get("generation") == m["generation"] else None,
-                "max_upload_bytes": max_upload_bytes}
+                "max_upload_bytes": max_upload_bytes, "generation": m["generation"]}
 
-    @app.post("/api/search")
-    async def search(request: Request, k: int = 12):
-        if not 1 <= k <= MAX_K:
-            raise HTTPException(422, f"k must be between 1 and {MAX_K}, got {k}.")
+    @app.post("/api/search", response_model=schemas.SearchOut, openapi_extra=schemas.SEARCH_BODY,
+              responses=errors(404, 409, 413, 415, 422, 429))
+    async def search(request: Request, k: int = Query(12, ge=1, le=MAX_K, description="Results wanted")):
+        """The k most similar images to an uploaded image, or to an indexed image given by id."""
+        col = live.get()
+        ctype = request.headers.get("content-type", "")
+        is_json, is_form = ctype.startswith("application/json"), ctype.startswith("multipart/form-data")
+        if not (is_json or is_form):
+            raise HTTPException(415, "Send multipart/form-data with an 'image' file, or JSON {\"id\": ...}.")
+        body = await read_capped(request)
         if len(col) == 0:
             raise HTTPException(409, "The collection is empty; index some images first (lookalike index FOLDER).")
-        ctype = request.headers.get("content-type", "")
-        body = await read_capped(request)
-        if ctype.startswith("application/json"):
-            import json
-
-            try:
-                payload = json.loads(body or b"{}")
-                image_id = int(payload["id"])
-                k = int(payload.get("k", k))
-            except (ValueError, KeyError, TypeError):
-                raise HTTPException(422, 'Expected JSON like {"id": 12, "k": 10}.') from None
-            if not 1 <= k <= MAX_K:
-                raise HTTPException(422, f"k must be between 1 and {MAX_K}, got {k}.")
-            rec = record_or_404(image_id)
+        if is_json:
+            image_id, k = _json_id_query(body, k)
+            rec = record_or_404(col, image_id)
             vector = col.embeddings[col.row_of_id(image_id)]
             query = {"id": image_id, "name": Path(rec["path"]).name, "thumb_url": f"/api/thumbs/{image_id}"}
-        elif ctype.startswith("multipart/form-data"):
+        else:
             request._body = body  # starlette parses the form from the cached body
-            form = await request.form()
+            try:
+                form = await request.form(max_files=2, max_fields=10)
+            except Exception as err:  # noqa: BLE001  python-multipart's errors for a malformed body
+                raise HTTPException(422, f"Cannot parse the multipart body: {getattr(err, 'detail', err)}") from None
             upload = form.get("image") or form.get("file")
             if upload is None or not hasattr(upload, "read"):
                 raise HTTPException(422, "Expected a multipart file field named 'image'.")
             data = await upload.read()
+
+            def embed():
+                enc = live.encoder()
+                decoded = images.decode(data, max_pixels=max_pixels, draft_size=enc.draft_size)
+                with uploads.model_lock:
+                    return decoded, enc.embed_images([decoded.image])[0]
+
             try:
-                decoded = images.decode(data, max_pixels=max_pixels, draft_size=col.encoder.draft_size)
+                decoded, vector = await asyncio.wrap_future(uploads.submit(embed))
+            except QueueFull as err:
+                raise HTTPException(429, str(err), headers={"Retry-After": "1"}) from None
             except images.DecodeError as e:
                 raise HTTPException(422, f"Cannot read the uploaded image: {e}") from None
-            with encode_lock:
-                vector = col.encoder.embed_images([decoded.image])[0]
             query = {"name": getattr(upload, "filename", None) or "upload", "width": decoded.width,
                      "height": decoded.height}
-        else:
-            raise HTTPException(415, "Send multipart/form-data with an 'image' file, or JSON {\"id\": ...}.")
-        method = col.resolve_method("auto")
-        hits = col.search_vectors(vector[None, :], k, method=method)[0]
+
+        def rank():
+            method = col.resolve_method("auto")
+            return method, col.search_vectors(vector[None, :], k, method=method)[0]
+
+        method, hits = await run_in_threadpool(rank)
         return {"query": query, "method": method, "results": [hit_json(h) for h in hits]}
 
-    @app.get("/api/images/{image_id}")
+    image_content = {mt: schemas.IMAGE_BINARY for mt in sorted(set(MEDIA_TYPES.values()))}
+    image_content["application/octet-stream"] = schemas.IMAGE_BINARY
+
+    @app.api_route("/api/images/{image_id}", methods=GET_HEAD, response_class=FileResponse,
+                   responses={200: {"content": image_content, "description": "The indexed file"}, **errors(404, 410)})
     def image(image_id: int):
-        rec = record_or_404(image_id)
+        """The original file of an indexed image."""
+        rec = record_or_404(live.get(), image_id)
         path = Path(rec["path"])
         if not path.is_file():
             raise HTTPException(410, f"Image {image_id} is indexed but its file is gone; re-run lookalike index.")
         return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"))
 
-    @app.get("/api/thumbs/{image_id}")
+    @app.api_route("/api/thumbs/{image_id}", methods=GET_HEAD, response_class=Response,
+                   responses={200: {"content": {"image/jpeg": schemas.IMAGE_BINARY}, "description": "A JPEG"},
+                              **errors(404, 410)})
     def thumb(image_id: int):
-        rec = record_or_404(image_id)
+        """A JPEG thumbnail (at most 256 px a side) of an indexed image."""
+        rec = record_or_404(live.get(), image_id)
 
         def make():
-            try:
-                dec = images.decode(rec["path"], max_pixels=max_pixels, draft_size=THUMB_SIDE)
-            except images.DecodeError:
-                return None
+            with thumb_slots:
+                try:
+                    dec = images.decode(rec["path"], max_pixels=max_pixels, draft_size=THUMB_SIDE)
+                except images.DecodeError:
+                    return None
             im = dec.image
             im.thumbnail((THUMB_SIDE, THUMB_SIDE))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=85)
             return buf.getvalue()
 
-        data = thumbs.get(image_id, make)
+        data = thumbs.get((image_id, rec["path"], rec.get("mtime_ns")), make)
         if data is None:
             raise HTTPException(410, f"Image {image_id} can no longer be read; re-run lookalike index.")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/api/duplicates")
-    def duplicates(threshold: float = 0.92, strict: bool = False, limit: int = 200):
-        if not 0.0 < threshold <= 1.0:
-            raise HTTPException(422, f"threshold must be in (0, 1], got {threshold}.")
-        groups = col.duplicates(threshold, strict=strict)
-        out = []
-        for g in groups[: max(0, limit)]:
-            out.append({**g.to_dict(), "members": [
-                {"id": i, "name": Path(p).name, "path": p, "thumb_url": f"/api/thumbs/{i}", "keeper": i == g.keeper}
-                for i, p in zip(g.ids, g.paths)]})
-        return {"threshold": threshold, "groups": out, "total_groups": len(groups)}
+    @app.api_route("/api/duplicates", methods=GET_HEAD, response_model=schemas.DuplicatesDone,
+                   responses={202: {"model": schemas.DuplicatesRunning, "description": "Still computing"},
+                              **errors(422, 429, 503)})
+    async def duplicates(threshold: float = Query(0.92, gt=0.0, le=1.0, description="Cosine similarity"),
+                         strict: bool = Query(False, description="Groups in which every pair passes"),
+                         offset: int = Query(0, ge=0, description="Groups to skip"),
+                         limit: int = Query(50, ge=1, le=MAX_GROUPS_PAGE, description="Groups per page")):
+        """Near-duplicate groups, computed once per generation in the background (202 with progress first)."""
+        col = live.get()
+        try:
+            job = dupes.get(col, threshold, strict)
+        except QueueFull as err:
+            raise HTTPException(429, str(err), headers={"Retry-After": "2"}) from None
+        head = {"threshold": job.threshold, "strict": job.strict, "generation": col.manifest["generation"],
+                "progress": job.progress}
+        if job.state in ("queued", "running"):
+            return JSONResponse({"status": job.state, **head}, status_code=202, headers={"Retry-After": "1"})
+        if job.state == "failed":
+            raise HTTPException(503, f"The duplicate search failed ({job.error}); ask again to retry.")
+        page = job.groups[offset : offset + limit]
+        return {"status": "done", **head, "total_groups": len(job.groups), "offset": offset, "limit": limit,
+                "groups": [_group_json(g) for g in page], "pairs": job.pairs, "truncated": job.truncated,
+                "max_pairs": dupes.max_pairs, "seconds": job.seconds}
 
-    @app.exception_handler(HTTPException)
+    @app.api_route("/", methods=GET_HEAD, include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.api_route("/openapi.json", methods=GET_HEAD, include_in_schema=False)
+    def openapi_json():
+        return JSONResponse(app.openapi())
+
+    @app.api_route("/docs", methods=GET_HEAD, include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="lookalike API")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def openapi():
+        if app.openapi_schema is None:
+            import warnings
+
+            from fastapi.openapi.utils import get_openapi
+
+            with warnings.catch_warnings():  # "Duplicate Operation ID": GET and HEAD routes share one; renamed below
+                warnings.simplefilter("ignore", UserWarning)
+                doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                                  routes=app.routes)
+            for ops in doc["paths"].values():  # GET and HEAD share a route: give each its own id
+                for method, op in ops.items():
+                    op["operationId"] = f"{op['operationId'].rsplit('_', 1)[0]}_{method}"
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path", "body"))
+            parts.append(f"{where}: {e.get('msg')} (got {str(e.get('input'))[:40]!r})")
+        return JSONResponse({"detail": "; ".join(parts) or "Invalid request."}, status_code=422)
+
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
     return app

@@ -51,26 +51,59 @@ function searchById(hit) {
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
 
-async function loadDupes(ev) {
+const DUPES_PAGE = 50;
+let dupesRun = 0;  // a newer request stops the polling of an older one
+
+async function loadDupes(ev, offset = 0) {
   if (ev) ev.preventDefault();
+  const run = ++dupesRun;
   const msg = $("#dupes-message");
   say(msg, "Looking for duplicates…");
   const t = $("#threshold").value, strict = $("#strict").checked;
-  const resp = await fetch(`/api/duplicates?threshold=${encodeURIComponent(t)}&strict=${strict}`);
+  const url = `/api/duplicates?threshold=${encodeURIComponent(t)}&strict=${strict}&offset=${offset}&limit=${DUPES_PAGE}`;
+  let resp;
+  for (;;) {
+    resp = await fetch(url);
+    if (run !== dupesRun) return;
+    if (resp.status !== 202) break;
+    const p = await resp.json();  // still computing: show how far, ask again
+    say(msg, `Looking for duplicates… ${Math.round(p.progress * 100)}% (${p.status})`);
+    $("#dupes-progress").hidden = false;
+    $("#dupes-progress").value = p.progress;
+    await new Promise((r) => setTimeout(r, 700));
+    if (run !== dupesRun) return;
+  }
+  $("#dupes-progress").hidden = true;
   if (!resp.ok) { say(msg, `Error ${resp.status}: ${await apiError(resp)}`, true); return; }
   const data = await resp.json();
   const box = $("#groups");
   box.innerHTML = "";
-  say(msg, data.total_groups ? `${data.total_groups} groups at threshold ${data.threshold}; the green one is the suggested keeper (most pixels, then oldest). Nothing is deleted.`
+  const shown = data.groups.length ? `groups ${data.offset + 1}–${data.offset + data.groups.length} of ${data.total_groups}` : "";
+  const cut = data.truncated ? ` Only the ${data.max_pairs.toLocaleString()} most similar pairs were kept: raise the threshold to see all.` : "";
+  say(msg, data.total_groups ? `${shown} at threshold ${data.threshold}; the green one is the suggested keeper (most pixels, then oldest). Nothing is deleted.${cut}`
                              : `No duplicates at threshold ${data.threshold}.`);
   data.groups.forEach((g, n) => {
     const div = document.createElement("div");
     div.className = "group";
     div.innerHTML = `<h3></h3><div class="grid"></div>`;
-    div.querySelector("h3").textContent = `Group ${n + 1}: ${g.ids.length} images, weakest link ${g.min_score.toFixed(3)}`;
+    const more = g.size > g.members.length ? ` (first ${g.members.length} shown)` : "";
+    div.querySelector("h3").textContent = `Group ${data.offset + n + 1}: ${g.size} images${more}, weakest link ${g.min_score.toFixed(3)}`;
     g.members.forEach((m) => div.querySelector(".grid").appendChild(card(m, searchByIdFromDupes, m.keeper ? " keeper" : "")));
     box.appendChild(div);
   });
+  const nav = document.createElement("div");
+  nav.className = "pager";
+  if (data.offset > 0) nav.appendChild(pageButton("← previous", Math.max(0, data.offset - DUPES_PAGE)));
+  if (data.offset + data.groups.length < data.total_groups) nav.appendChild(pageButton("next →", data.offset + DUPES_PAGE));
+  if (nav.children.length) box.appendChild(nav);
+}
+
+function pageButton(text, offset) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.addEventListener("click", () => { loadDupes(null, offset); window.scrollTo({ top: 0 }); });
+  return b;
 }
 
 function searchByIdFromDupes(m) { show("search"); searchById(m); }

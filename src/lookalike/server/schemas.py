@@ -1,0 +1,149 @@
+"""Response models and the documented request body and error responses of the REST API (OpenAPI)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+MAX_K = 100
+
+
+class Error(BaseModel):
+    """Every error the server sends: what was wrong and, where it helps, what to do."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    """`/healthz`."""
+
+    status: str
+    images: int
+    generation: int
+
+
+class Stats(BaseModel):
+    """`/api/stats`."""
+
+    images: int
+    skipped: int
+    encoder: str
+    dim: int
+    engine: str
+    search_method: str
+    lsh_recall: float | None
+    max_upload_bytes: int
+    generation: int
+
+
+class HitOut(BaseModel):
+    """One search result."""
+
+    rank: int
+    score: float
+    id: int
+    path: str
+    label: str | None = None
+    name: str
+    image_url: str
+    thumb_url: str
+
+
+class QueryOut(BaseModel):
+    """What was searched with."""
+
+    id: int | None = None
+    name: str
+    thumb_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class SearchOut(BaseModel):
+    """`POST /api/search`."""
+
+    query: QueryOut
+    method: str
+    results: list[HitOut]
+
+
+class Member(BaseModel):
+    """One image of a duplicate group."""
+
+    id: int
+    name: str
+    path: str
+    thumb_url: str
+    keeper: bool
+
+
+class GroupOut(BaseModel):
+    """A group of near-duplicates (members capped)."""
+
+    ids: list[int] = Field(description="Member ids (the first MAX_GROUP_MEMBERS when the group is larger).")
+    size: int
+    keeper: int
+    min_score: float
+    pair_count: int
+    pairs: list[tuple[int, int, float]] = Field(description="The strongest pairs (id_a, id_b, score), capped.")
+    members: list[Member]
+
+
+class DuplicatesDone(BaseModel):
+    """`/api/duplicates` once computed: one page of groups."""
+
+    status: str = Field(description="'done'")
+    threshold: float
+    strict: bool
+    generation: int
+    progress: float
+    total_groups: int
+    offset: int
+    limit: int
+    groups: list[GroupOut]
+    pairs: int
+    truncated: bool = Field(description="True when more pairs passed than the server keeps (the best are kept).")
+    max_pairs: int
+    seconds: float
+
+
+class DuplicatesRunning(BaseModel):
+    """`/api/duplicates` while it is computed (202)."""
+
+    status: str = Field(description="'queued' or 'running'; ask again (see Retry-After)")
+    threshold: float
+    strict: bool
+    generation: int
+    progress: float = Field(description="Fraction done, 0 to 1.")
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI ``responses`` entries for error ``codes`` (all share the :class:`Error` body)."""
+    text = {400: "Bad request (e.g. a Host header that is not this server)", 404: "No image with this id",
+            409: "The collection is empty", 410: "The image is indexed but its file is gone or unreadable",
+            413: "Upload too large", 415: "Unsupported content type", 422: "Invalid parameters or body",
+            429: "Too many uploads or duplicate searches in progress; retry later",
+            503: "The computation failed (e.g. the collection changed under it); retry"}
+    return {c: {"model": Error, "description": text[c]} for c in codes}
+
+
+IMAGE_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+SEARCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "An image to search with (multipart field 'image'), or the id of an indexed image.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["image"],
+                           "properties": {"image": {"type": "string", "format": "binary",
+                                                    "description": "JPEG, PNG, WebP, GIF, BMP or TIFF"}}},
+            },
+            "application/json": {
+                "schema": {"type": "object", "required": ["id"], "additionalProperties": False,
+                           "properties": {"id": {"type": "integer", "description": "An indexed image's id"},
+                                          "k": {"type": "integer", "minimum": 1, "maximum": MAX_K,
+                                                "description": "Results wanted (default: the query's k)"}}},
+            },
+        },
+    }
+}
