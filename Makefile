@@ -12,11 +12,16 @@ STAMP := $(VENV)/.setup-stamp
 
 .PHONY: setup demo test lint bench clean browser-deps serve
 
-setup: $(STAMP)  ## create .venv and install lookalike with its extras (idempotent)
+setup: $(STAMP)  ## create .venv and install lookalike with all extras + test tools (idempotent)
 
+# The dev extra pins the CPU build torch==2.13.0 (for the torch-vs-ONNX equivalence test). Where no
+# local wheel provides it, `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs it from
+# PyTorch's CPU index first; PyPI's Linux torch would pull the multi-GB CUDA build.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q 'torch==2.13.0' --index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 

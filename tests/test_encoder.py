@@ -88,6 +88,7 @@ def test_int8_engine_quantises_the_torch_free_graph(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "sympy", None)  # not in the core install either
     enc = get_encoder("efficientnet-lite0")
     paths = [p for cls in EQUIVALENCE_CLASSES for p in real_photo(cls, n=2)]
     ims = [decode(p, draft_size=enc.draft_size).image for p in paths]

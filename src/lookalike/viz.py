@@ -132,8 +132,11 @@ def embedding_map(embeddings, paths: Sequence[str], labels: Sequence[str], out: 
     lists the most common labels. At most ``max_points`` images are drawn (a seeded sample).
     """
     import numpy as np
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
+
+    from .extras import require
+
+    PCA = require("map", "sklearn.decomposition").PCA
+    TSNE = require("map", "sklearn.manifold").TSNE
 
     n = len(paths)
     rng = np.random.default_rng(seed)

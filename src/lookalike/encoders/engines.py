@@ -10,6 +10,7 @@ All use CUDA when it is present.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -105,7 +106,9 @@ def quantize_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> P
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre))
+        # Symbolic shape inference (for transformers' dynamic shapes) needs sympy, which the core
+        # install lacks; a CNN's shapes are static apart from the batch, so ONNX's own inference suffices.
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=importlib.util.find_spec("sympy") is None)
         q = Path(tmp) / "int8.onnx"
         quantize_static(str(pre), str(q), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

@@ -100,8 +100,16 @@ def spark_session(master: str | None = "local[2]", app_name: str = "lookalike", 
 
 def embed_images(spark, input_path: str, *, partitions: int | None = None, encoder: str = "efficientnet-lite0",
                  engine: str = "onnx", glob: str = IMAGE_GLOB, max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
-    """A lazy DataFrame (``OUTPUT_SCHEMA``) embedding every image under ``input_path``."""
+    """A lazy DataFrame (``OUTPUT_SCHEMA``) embedding every image under ``input_path``.
+
+    ``encoder`` is a registered name or ``onnx:PATH/model.onnx`` (your own model; PATH and the
+    JSON beside it must be readable at the same place by every worker, e.g. a shared file system).
+    """
     from functools import partial
+
+    from ..encoders import canonical_name
+
+    encoder = canonical_name(encoder)  # onnx:PATH made absolute: workers may run in another folder
 
     df = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
           .option("pathGlobFilter", glob).load(input_path))
@@ -116,8 +124,11 @@ def spark_index(spark, input_path: str, output_path: str, *, partitions: int | N
                 max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> dict:
     """Embed every image under ``input_path`` with Spark and write Parquet to ``output_path``.
 
-    Returns counts: ``{"files", "embedded", "errors"}``.
+    Returns counts: ``{"files", "embedded", "errors"}``. ``encoder``: as for :func:`embed_images`.
     """
+    from ..encoders import canonical_name
+
+    encoder = canonical_name(encoder)
     out = embed_images(spark, input_path, partitions=partitions, encoder=encoder, engine=engine, glob=glob,
                        max_pixels=max_pixels)
     out.write.mode("overwrite").parquet(output_path)
