@@ -610,6 +610,67 @@ def _spark_info(source: Path) -> dict:
     return _spark_meta(Path(str(source).removeprefix("file:")))
 
 
+@app.command()
+def watch(
+    folder: Annotated[Path, typer.Argument(help="Folder of images to watch (recursively).")],
+    db: DbOpt = DEFAULT_DB,
+    settle: Annotated[float, typer.Option(help="Seconds without changes before a batch is indexed.")] = 2.0,
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Inference engine for a new collection.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
+    workers: Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")] = None,
+    max_pixels: Annotated[
+        int, typer.Option(help="Skip images with more pixels (decompression bombs); 0 = no limit.")
+    ] = 100_000_000,
+    include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+):
+    """Keep the collection up to date with FOLDER: index new, changed, moved and removed files as they happen.
+
+    Catches up once (like `index`), then applies file-system changes in batches. Ctrl-C (or SIGTERM) stops after
+    the batch in progress; a second Ctrl-C abandons it. Every batch is committed atomically.
+    """
+    import signal
+
+    from .collection import CollectionError, CorruptCollectionError
+    from .watch import Watcher
+
+    if not folder.is_dir():
+        _fail(f"No such folder to watch: {folder}")
+
+    def show(rep):
+        out.print(rep.line(), highlight=False)
+        for p, r in rep.skipped[:5]:
+            err.print(f"  skipped {p}: {r}", highlight=False)
+        if len(rep.skipped) > 5:
+            err.print(f"  ... and {len(rep.skipped) - 5} more: lookalike info --db {db} --errors", highlight=False)
+
+    watcher = Watcher(folder, db, settle=settle, include_hidden=include_hidden, on_batch=show, encoder=encoder,
+                      engine=engine, batch_size=batch_size, workers=workers, max_pixels=max_pixels or None)
+    stopping = []
+
+    def on_signal(signum, frame):
+        if stopping:
+            raise KeyboardInterrupt
+        stopping.append(signum)
+        err.print("stopping after the current batch (Ctrl-C again to abandon it; committed work is kept)")
+        watcher.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with watcher:
+            out.print(f"watching {folder} -> {db} (batches after {settle:g} s without changes; Ctrl-C to stop)",
+                      highlight=False)
+            watcher.run()
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted:[/] committed batches are kept; run watch again to catch up.")
+        raise typer.Exit(130) from None
+    except (CollectionError, CorruptCollectionError, FileNotFoundError, ImportError, ValueError) as e:
+        _fail(str(e))
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    out.print("stopped", highlight=False)
+
 def main():
     """Console-script entry point."""
     from .runtime import tune_process
