@@ -87,7 +87,7 @@ def test_index_with_lsh_prints_recall_and_search_modes(tmp_path, image_folder):
         data = json.loads(res.output)
         assert data["method"] == method and data["results"][0]["path"] == q
     res = runner.invoke(app, ["info", "--db", str(db), "--json"])
-    assert json.loads(res.output)["lsh"]["up_to_date"] is True
+    assert json.loads(res.output)["lsh"]["recall"] == 1.0  # 12 images: scanned exactly
 
 
 def test_eval_command(tmp_path, image_folder):
@@ -133,7 +133,7 @@ def test_index_dba_then_search_and_eval(tmp_path, image_folder):
     from lookalike import Collection
 
     col = Collection.open(db)
-    assert col.manifest["dba"]["n"] == 3 and col.manifest["lsh"]["dba"] and col.lsh is not None
+    assert col.manifest["dba"]["n"] == 3 and col.lsh is not None and col.resolve_method("auto") == "exact"
     res = runner.invoke(app, ["search", str(image_folder / "dogs" / "img_04.jpg"), "--db", db, "-k", "3",
                               "--expand", "2", "--json"])
     assert res.exit_code == 0, res.output

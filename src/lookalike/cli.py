@@ -83,7 +83,7 @@ def index(
     show_skipped: Annotated[int, typer.Option(help="List at most this many skipped files.")] = 20,
 ):
     """Embed every image under FOLDER into the collection (incremental: only new or changed files)."""
-    from .collection import Collection, CollectionError, CorruptCollectionError
+    from .collection import Collection, CollectionError, display
 
     if not folder.exists():
         _fail(f"No such folder or file: {folder}")
@@ -93,43 +93,38 @@ def index(
         else:
             col = Collection.open_or_create(db, encoder=encoder, engine=engine, flip_average=flip_average)
         report = col.index(folder, batch_size=batch_size, workers=workers, max_pixels=max_pixels or None,
-                           include_hidden=include_hidden, progress=progress and not as_json and sys.stderr.isatty())
-    except (CollectionError, CorruptCollectionError, FileNotFoundError, ImportError, ValueError) as e:
+                           include_hidden=include_hidden, progress=progress and not as_json and sys.stderr.isatty(),
+                           lsh="auto" if lsh is None else lsh, lsh_family=lsh_family, target_recall=target_recall,
+                           dba=dba)
+    except (CollectionError, FileNotFoundError, ImportError, ValueError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted:[/] the images embedded so far are saved; run the same command to finish.")
         raise typer.Exit(130) from None
-    from .collection import LSH_MIN_IMAGES
-
-    if dba is not None and dba != (col.manifest.get("dba") or {}).get("n", 0):
-        col.build_dba(dba)
-    elif col.dba_stale:
-        col.build_dba(col.manifest["dba"]["n"], alpha=col.manifest["dba"].get("alpha", 3.0))
-    lsh_info = None
-    if (lsh if lsh is not None else len(col) >= LSH_MIN_IMAGES) and len(col) >= 2:
-        up_to_date = col.lsh is not None
-        if not up_to_date or col.manifest["lsh"].get("family") != lsh_family:
-            col.build_lsh(family=lsh_family, target_recall=target_recall)
-        lsh_info = {key: col.manifest["lsh"][key] for key in
-                    ("family", "n_tables", "n_bits", "n_probes", "recall", "candidates", "build_seconds")}
+    lsh_info = report.lsh
     t = report.times
     summary = {
         "db": str(col.path), "images": len(col), "added": report.added, "updated": report.updated,
         "removed": report.removed, "unchanged": report.unchanged, "skipped": len(report.skipped),
+        "kept_unlisted": report.stale, "segments": len(col.segments), "merged_segments": report.merged_segments,
         "images_per_second": round(report.images_per_second, 1),
         "seconds": {"discover": round(t.discover, 3), "decode_cpu": round(t.decode, 3),
                     "encode": round(t.encode, 3), "write": round(t.write, 3), "total": round(t.total, 3)},
     }
     summary["lsh"] = lsh_info
     if as_json:
-        summary["skipped_files"] = [{"path": p, "reason": r} for p, r in report.skipped]
+        summary["skipped_files"] = [{"path": display(p), "reason": r} for p, r in report.skipped]
+        summary["unreadable_folders"] = [display(p) for p in report.unreadable_folders]
         print(json.dumps(summary, indent=2))
         return
     out.print(
-        f"[bold]{col.path}[/]: {len(col)} images  (+{report.added} added, {report.updated} updated, "
+        f"[bold]{display(str(col.path))}[/]: {len(col)} images  (+{report.added} added, {report.updated} updated, "
         f"{report.removed} removed, {report.unchanged} unchanged, {len(report.skipped)} skipped)",
         highlight=False,
     )
+    for folder_ in report.unreadable_folders:
+        err.print(f"[yellow]warning:[/] cannot list {display(folder_)}: its {report.stale} indexed images are kept "
+                  "as they were; fix the permissions and run index again.", highlight=False)
     if report.embedded:
         out.print(
             f"embedded {report.embedded} images in {t.total:.1f} s = [bold]{report.images_per_second:.1f} img/s[/]"
@@ -138,16 +133,17 @@ def index(
             highlight=False,
         )
     if lsh_info:
-        out.print(f"LSH index ({lsh_info['family']}: {lsh_info['n_tables']} tables x {lsh_info['n_bits']} bits, "
-                  f"{lsh_info['n_probes']} probes): measured recall@10 = [bold]{lsh_info['recall']:.3f}[/] vs exact, "
-                  f"{lsh_info['candidates']:.0f} candidates/query, built in {lsh_info['build_seconds']:.1f} s",
-                  highlight=False)
+        tables = (f"{lsh_info['indexed_segments']} of {lsh_info['segments']} segments hashed"
+                  + (f", {lsh_info['n_tables']} tables x {lsh_info['n_bits']} bits, {lsh_info['n_probes']} probes"
+                     if lsh_info["n_tables"] else ", the rest scanned exactly"))
+        out.print(f"LSH index ({lsh_info['family']}: {tables}): measured recall@10 = [bold]{lsh_info['recall']:.3f}[/]"
+                  f" vs exact, {lsh_info['candidates']:.0f} candidates/query", highlight=False)
     if report.skipped:
         tab = Table(title=f"{len(report.skipped)} files skipped", title_justify="left")
         tab.add_column("skipped file", overflow="fold")
         tab.add_column("reason", overflow="fold")
         for p, r in report.skipped[:show_skipped]:
-            tab.add_row(p, r)
+            tab.add_row(display(p), r)
         out.print(tab)
         if len(report.skipped) > show_skipped:
             out.print(f"... and {len(report.skipped) - show_skipped} more: lookalike info --db {db} --errors")
@@ -389,9 +385,7 @@ def evaluate(
             tab.add_row(name, f"{v['recall_at_1']:.3f}", f"{v[f'recall_at_{k}']:.3f}")
         out.print(tab)
     if col.lsh is not None:
-        from .lsh.tune import measure
-
-        rec, cand = measure(col.lsh, np.asarray(col.embeddings), k=k, seed=seed)
+        rec, cand = col.lsh.measure(k=k, seed=seed)
         results["lsh"] = {"recall_at_k": rec, "candidates": cand, "k": k}
         out.print(f"LSH recall@{k} vs exact: {rec:.3f} ({cand:.0f} candidates/query)", highlight=False)
     if out_json:
@@ -423,18 +417,22 @@ def info(
     errors: Annotated[bool, typer.Option("--errors", help="List every skipped file with its reason.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ):
-    """Describe a collection: size, encoder, folders, skipped files."""
+    """Describe a collection: size, encoder, folders, segments, LSH, skipped files."""
+    from .collection import display
+
     col = _open(db, read_only=True)
     m = col.manifest
-    lsh = m.get("lsh")
+    lsh = col.lsh_summary()
     data = {"db": str(col.path), "images": len(col), "skipped": len(col.errors), "encoder": m["encoder"],
-            "engine": m.get("engine", "onnx"), "dim": m["dim"], "format_version": m["format_version"],
-            "roots": m.get("roots", []), "generation": m["generation"],
-            "lsh": None if not lsh else {k: lsh[k] for k in ("family", "n_tables", "n_bits", "n_probes", "recall")}
-            | {"up_to_date": lsh.get("generation") == m["generation"]}}
+            "engine": m.get("engine", "onnx"), "dim": m["dim"], "dtype": m.get("dtype", "float32"),
+            "format_version": m["format_version"], "roots": m.get("roots", []), "generation": m["generation"],
+            "segments": len(col.segments),
+            "lsh": None if not lsh else {k: lsh[k] for k in ("family", "recall", "indexed_segments", "n_tables",
+                                                              "n_bits", "n_probes")},
+            "dba": (m.get("dba") or {}).get("n")}
     if as_json:
         if errors:
-            data["skipped_files"] = [{"path": p, "reason": r} for p, r in col.errors]
+            data["skipped_files"] = [{"path": display(p), "reason": r} for p, r in col.errors]
         print(json.dumps(data, indent=2))
         return
     for key, val in data.items():
@@ -444,8 +442,40 @@ def info(
         tab.add_column("skipped file", overflow="fold")
         tab.add_column("reason", overflow="fold")
         for p, r in col.errors:
-            tab.add_row(p, r)
+            tab.add_row(display(p), r)
         out.print(tab)
+
+
+@app.command()
+def verify(db: DbOpt = DEFAULT_DB):
+    """Check every file of the collection against its checksum (open checks only the small ones)."""
+    from .collection import CollectionError
+
+    col = _open(db, read_only=True)
+    try:
+        checked = col.verify()
+    except CollectionError as e:
+        _fail(str(e))
+    out.print(f"{db}: all {len(checked)} files match their checksums ({len(col)} images)", highlight=False)
+
+
+@app.command()
+def compact(
+    db: DbOpt = DEFAULT_DB,
+    max_segments: Annotated[
+        Optional[int], typer.Option(help="Merge until at most this many segments remain (default: tiered policy).")
+    ] = None,
+):
+    """Merge the collection's segments (index runs do this by the tiered policy; this forces it)."""
+    from .collection import CollectionError
+
+    col = _open(db)
+    before = len(col.segments)
+    try:
+        col.maintain(max_segments=max_segments)
+    except CollectionError as e:
+        _fail(str(e))
+    out.print(f"{db}: {before} -> {len(col.segments)} segments ({len(col)} images)", highlight=False)
 
 
 spark_app = typer.Typer(no_args_is_help=True, help="Run lookalike jobs on Apache Spark (local[N] or a cluster).")
@@ -670,6 +700,7 @@ def watch(
         for s, h in previous.items():
             signal.signal(s, h)
     out.print("stopped", highlight=False)
+
 
 def main():
     """Console-script entry point."""

@@ -17,7 +17,8 @@ def expand_queries(queries: np.ndarray, database: np.ndarray, n: int, *, alpha: 
     """
     scores, rows = exact_topk(database, queries, n, exclude=exclude)
     w = np.maximum(scores, 0) ** alpha
-    Q = queries + np.einsum("qn,qnd->qd", w, np.asarray(database, np.float32)[rows])
+    gathered = np.asarray(database[rows.reshape(-1)], np.float32).reshape(*rows.shape, -1)  # only these rows
+    Q = queries + np.einsum("qn,qnd->qd", w, gathered)
     return Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
 
 

@@ -43,12 +43,15 @@ class DecodedImage:
     data: bytes  # the raw file bytes (hashed by the caller)
 
 
-def discover(root: str | os.PathLike, *, include_hidden: bool = False) -> Iterator[Path]:
+def discover(root: str | os.PathLike, *, include_hidden: bool = False,
+             unreadable: list[str] | None = None) -> Iterator[Path]:
     """Yield image files under ``root`` in sorted order.
 
     Follows directory symlinks but never visits the same directory twice (so symlink
-    loops end). Files are selected by extension; hidden files and folders (name starts
-    with ``.``) are skipped unless ``include_hidden``. ``root`` may also be a single file.
+    loops end); any depth (the walk keeps its own stack, not Python's). Files are selected
+    by extension; hidden files and folders (name starts with ``.``) are skipped unless
+    ``include_hidden``. ``root`` may also be a single file. Folders that cannot be listed
+    are logged and appended to ``unreadable`` (so a caller can keep what it knew of them).
     """
     root = Path(root).expanduser()
     if root.is_file():
@@ -57,36 +60,35 @@ def discover(root: str | os.PathLike, *, include_hidden: bool = False) -> Iterat
     if not root.is_dir():
         raise FileNotFoundError(f"No such folder: {str(root)!r}. Pass a folder of images or a single image file.")
     seen: set[tuple[int, int]] = set()
-    yield from _walk(Path(os.path.abspath(root)), include_hidden, seen)
-
-
-def _walk(folder: Path, include_hidden: bool, seen: set[tuple[int, int]]) -> Iterator[Path]:
-    try:
-        st = folder.stat()
-    except OSError as err:
-        log.warning("cannot read folder %s: %s", folder, err)
-        return
-    key = (st.st_dev, st.st_ino)
-    if key in seen:
-        log.info("skipping %s: already visited (symlink loop or repeat)", folder)
-        return
-    seen.add(key)
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as err:
-        log.warning("cannot list folder %s: %s", folder, err)
-        return
-    for entry in entries:
-        if not include_hidden and entry.name.startswith("."):
-            continue
+    stack = [Path(os.path.abspath(root))]
+    while stack:
+        folder = stack.pop()
         try:
-            is_dir = entry.is_dir()  # follows symlinks
-        except OSError:
-            is_dir = False
-        if is_dir:
-            yield from _walk(Path(entry.path), include_hidden, seen)
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-            yield Path(entry.path)
+            st = folder.stat()
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                log.info("skipping %s: already visited (symlink loop or repeat)", folder)
+                continue
+            seen.add(key)
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            log.warning("cannot list folder %s: %s", folder, err.strerror or err)
+            if unreadable is not None:
+                unreadable.append(str(folder))
+            continue
+        subdirs = []
+        for entry in entries:
+            if not include_hidden and entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subdirs.append(Path(entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                yield Path(entry.path)
+        stack.extend(reversed(subdirs))  # depth first, in name order
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

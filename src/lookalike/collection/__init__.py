@@ -1,0 +1,34 @@
+"""The on-disk collection of image embeddings: segmented, crash-safe, one writer at a time.
+
+Modules, one job each:
+
+* ``store``: the folder layout, the manifest (validated on every open), the writer's lock;
+* ``segment``: immutable segments (metadata Parquet + embeddings ``.npy``), written streaming;
+* ``view``: one committed generation as rows (``Rows`` reads vectors by row, never all at once);
+* ``sync``: a folder scan and the indexing flow in checkpoints; the streaming Spark import;
+* ``merge``: the tiered merge policy and the merge itself;
+* ``artifacts``: per-segment LSH tables and the DBA vectors, kept current;
+* ``query``: embedding a query and searching;
+* ``facade``: :class:`Collection`, the API over all of them.
+"""
+
+from __future__ import annotations
+
+from ..storage import CollectionError, CorruptCollectionError
+from .facade import DEFAULT_DTYPE, Collection, IndexReport
+from .segment import display
+from .store import DEFAULT_DB, FORMAT_VERSION, MANIFEST, manifest_stamp
+from .sync import local_path as _local_path
+from .sync import spark_meta as _spark_meta
+
+# Commit at least every this many new images (each commit writes only the new rows).
+CHECKPOINT_MIN_ROWS = 2_000
+# Collections at least this big are searched through the LSH index by default (below
+# it, exact search takes under ~2 ms on one core and is never wrong).
+LSH_MIN_IMAGES = 5_000
+
+__all__ = [
+    "CHECKPOINT_MIN_ROWS", "DEFAULT_DB", "DEFAULT_DTYPE", "FORMAT_VERSION", "LSH_MIN_IMAGES", "MANIFEST", "Collection",
+    "CollectionError", "CorruptCollectionError", "IndexReport", "_local_path", "_spark_meta", "display",
+    "manifest_stamp",
+]

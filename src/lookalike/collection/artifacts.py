@@ -1,0 +1,218 @@
+"""Side files kept current with the segments: per-segment LSH tables and DBA search vectors.
+
+LSH, Lucene-style: every segment of at least ``LSH_MIN_SEGMENT`` rows gets its own LSH
+index, tuned on that segment's vectors once, when the segment is written (segments never
+change, so neither do their tables; deleted rows are skipped at query time). Smaller
+segments are scanned exactly. A query asks every segment for its top-k and merges them,
+so an update hashes only the new rows, and a merge re-hashes only the merged rows.
+
+DBA (database-side augmentation) needs every image's neighbours in the whole collection,
+so it is one file for the whole collection, recomputed (O(n^2 d), opt-in) after changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import storage
+from ..search import exact_topk
+from ..storage import CorruptCollectionError
+from .segment import NPY_HEADER, Segment, npy_header
+from .view import Snapshot
+
+log = logging.getLogger(__name__)
+
+# Segments smaller than this are scanned exactly (4,096 x 1,280 float16 rows: ~1 ms).
+LSH_MIN_SEGMENT = 4_096
+
+
+def build_segment_lsh(folder: Path, seg: Segment, settings: dict):
+    """Fit and store the LSH index of one segment; returns (file entry, recall info, index)."""
+    from ..lsh import LSHIndex
+    from ..lsh.tune import measure
+
+    t0 = time.perf_counter()
+    vectors = seg.vectors()
+    index = LSHIndex(family=settings["family"], target_recall=settings["target_recall"], k=settings["k"],
+                     dtype=str(np.dtype(seg.dtype))).fit(vectors, seg.cols["id"])
+    if index.recall_ is None:
+        index.recall_, index.candidates_ = measure(index, vectors, k=settings["k"], seed=index.seed)
+    path = folder / f"{seg.name}.lsh.npz"
+    blob = index.to_bytes()
+    storage.atomic_write(path, lambda f: f.write(blob))
+    info = {"rows": seg.rows, "recall": float(index.recall_), "candidates": float(index.candidates_ or 0),
+            "seconds": round(time.perf_counter() - t0, 3), **{k: index.params()[k] for k in
+                                                              ("n_tables", "n_bits", "n_probes", "rerank")}}
+    return storage.describe(path), info, index
+
+
+def load_segment_lsh(folder: Path, seg: Segment, hint: str):
+    """The stored LSH index of a segment with its deleted rows removed (checksummed)."""
+    from ..lsh import LSHIndex
+
+    path = storage.check_digest(folder, seg.entry["lsh"], hint)
+    try:
+        index = LSHIndex.load(path.read_bytes(), vectors=seg.vectors())
+    except (ValueError, KeyError, OSError) as err:
+        raise CorruptCollectionError(f"Collection file is damaged: {path}: {err}. {hint}") from None
+    if not np.array_equal(index._ids, seg.cols["id"]):
+        raise CorruptCollectionError(f"LSH index {path} does not match its segment's ids. {hint}")
+    if seg.dead.any():
+        index.remove(seg.cols["id"][seg.dead])
+    return index
+
+
+class SegmentedLSH:
+    """The collection's LSH index: one LSH index per large segment, exact scans for small ones.
+
+    Mirrors :class:`lookalike.lsh.LSHIndex`'s query API (``kneighbors``, ``radius_neighbors``,
+    ``ids_``) over the collection's live rows.
+    """
+
+    def __init__(self, snap: Snapshot, parts: list, info: dict):
+        self.snap, self.parts, self.info = snap, parts, info
+        self.recall_ = info.get("recall")
+
+    def __len__(self) -> int:
+        return len(self.snap)
+
+    @property
+    def ids_(self) -> np.ndarray:
+        """Ids of the indexed images, in collection row order."""
+        return self.snap.cols["id"]
+
+    @property
+    def _ids(self) -> np.ndarray:
+        return self.snap.cols["id"]
+
+    def params(self) -> dict:
+        """Settings and measured quality (JSON-ready)."""
+        return dict(self.info)
+
+    def _segment_topk(self, s: int, Q: np.ndarray, k: int):
+        seg, index = self.snap.segments[s], self.parts[s]
+        if index is not None:
+            return index.kneighbors(Q, k)
+        if seg.live == 0:
+            return np.full((len(Q), 0), -np.inf, np.float32), np.full((len(Q), 0), -1, np.int64)
+        local = seg.alive_rows
+        vec = np.asarray(seg.vectors()[local], np.float32)
+        sc, r = exact_topk(vec, Q, k)
+        return sc, seg.cols["id"][local][r]
+
+    def kneighbors(self, X: np.ndarray, k: int = 10):
+        """Top-``k`` ``(scores, ids)`` of each query over all segments, ``-inf``/``-1`` padded."""
+        Q = np.atleast_2d(np.asarray(X, np.float32))
+        ss, ii = [], []
+        for s in range(len(self.snap.segments)):
+            sc, ids = self._segment_topk(s, Q, k)
+            ss.append(sc)
+            ii.append(ids)
+        S = np.hstack(ss) if ss else np.zeros((len(Q), 0), np.float32)
+        ID = np.hstack(ii) if ii else np.zeros((len(Q), 0), np.int64)
+        out_s = np.full((len(Q), k), -np.inf, np.float32)
+        out_i = np.full((len(Q), k), -1, np.int64)
+        for q in range(len(Q)):
+            ok = np.isfinite(S[q]) & (ID[q] >= 0)
+            s, ids = S[q][ok], ID[q][ok]
+            order = np.lexsort((ids, -s))[:k]
+            out_s[q, : len(order)], out_i[q, : len(order)] = s[order], ids[order]
+        return out_s, out_i
+
+    def radius_neighbors(self, X: np.ndarray | None = None, threshold: float = 0.9, *, block: int = 4_096):
+        """All live images with cosine >= ``threshold`` per query; ``X=None``: every image vs the others."""
+        queries = [(None, np.atleast_2d(np.asarray(X, np.float32)))] if X is not None else (
+            (r0, b) for r0, b in self.snap.rows.blocks(block))
+        result = []
+        for r0, Q in queries:
+            self_ids = None if r0 is None else self.snap.cols["id"][r0 : r0 + len(Q)]
+            per_q = [([], []) for _ in range(len(Q))]
+            for s, seg in enumerate(self.snap.segments):
+                index = self.parts[s]
+                if index is not None:
+                    for q, (sc, ids) in enumerate(index.radius_neighbors(Q, threshold)):
+                        per_q[q][0].append(sc)
+                        per_q[q][1].append(ids)
+                elif seg.live:
+                    vec = np.asarray(seg.vectors()[seg.alive_rows], np.float32)
+                    sim = Q @ vec.T
+                    qi, ri = np.nonzero(sim >= threshold)
+                    ids = seg.cols["id"][seg.alive_rows]
+                    for q in np.unique(qi):
+                        m = qi == q
+                        per_q[q][0].append(sim[q, ri[m]])
+                        per_q[q][1].append(ids[ri[m]])
+            for q, (sc, ids) in enumerate(per_q):
+                sc = np.concatenate(sc) if sc else np.zeros(0, np.float32)
+                ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+                if self_ids is not None:
+                    keep = ids != self_ids[q]
+                    sc, ids = sc[keep], ids[keep]
+                order = np.lexsort((ids, -sc))
+                result.append((sc[order].astype(np.float32), ids[order]))
+        return result
+
+    def measure(self, k: int = 10, seed: int = 0, queries: int = 200) -> tuple[float, float]:
+        """Recall@k against exact search on sampled images (each excluding itself), and candidates/query."""
+        n = len(self.snap)
+        rng = np.random.default_rng(seed)
+        qrows = np.sort(rng.choice(n, size=min(queries, n), replace=False))
+        kk = min(k, n - 1)
+        Q = self.snap.rows.take(qrows)
+        truth = exact_topk(self.snap.rows, Q, kk, exclude=qrows)[1]
+        found = self.kneighbors(Q, kk + 1)[1]
+        ids = self.snap.cols["id"]
+        rec = np.mean([len(set(f.tolist()) & set(ids[t].tolist())) / kk for f, t in zip(found, truth)])
+        cand = sum(float(self.info["segments"].get(seg.name, {}).get("candidates", seg.live))
+                   for seg in self.snap.segments)
+        return float(rec), cand
+
+
+def rows_weighted(per_segment: dict, snap: Snapshot) -> tuple[float | None, float]:
+    """Collection recall estimate (rows-weighted mean of the segments'; exact scans count 1.0) and candidates."""
+    if not len(snap):
+        return None, 0.0
+    rec, cand = 0.0, 0.0
+    for seg in snap.segments:
+        info = per_segment.get(seg.name)
+        rec += seg.live * (info["recall"] if info else 1.0)
+        cand += info["candidates"] if info else seg.live
+    return rec / len(snap), cand
+
+
+def database_augment_rows(folder: Path, snap: Snapshot, n: int, alpha: float, generation: int) -> dict:
+    """Write alpha-DBA vectors of every live row (in row order) to ``dba-GEN.npy``, blockwise."""
+    rows = snap.rows
+    path = folder / f"dba-{generation:06d}.npy"
+    tmp = storage.tmp_name(path)
+    nn = min(n, max(len(rows) - 1, 0))
+    with open(tmp, "wb") as f:
+        f.write(npy_header(len(rows), rows.shape[1], np.float32))
+        for r0, X in rows.blocks(2_048):
+            if nn:
+                excl = np.arange(r0, r0 + len(X))
+                scores, nb = exact_topk(rows, X, nn, exclude=excl)
+                w = np.maximum(scores, 0) ** alpha
+                X = X + np.einsum("qn,qnd->qd", w, rows.take(nb.reshape(-1)).reshape(len(X), nn, -1))
+                X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+            f.write(np.ascontiguousarray(X, np.float32).tobytes())
+        f.flush()
+        import os
+
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    storage.fsync_dir(folder)
+    return storage.describe(path)
+
+
+def load_dba(folder: Path, info: dict, shape: tuple[int, int], hint: str) -> np.ndarray:
+    """The stored DBA vectors, memory-mapped after a checksum check."""
+    path = storage.check_digest(folder, info["file"], hint)
+    arr = np.memmap(path, dtype=np.float32, mode="r", offset=NPY_HEADER)
+    if arr.size != shape[0] * shape[1]:
+        raise CorruptCollectionError(f"{path} holds {arr.size} values, expected {shape}. {hint}")
+    return arr.reshape(shape)
