@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -78,9 +79,12 @@ def _json_id_query(body: bytes, k: int) -> tuple[int, int]:
         raise HTTPException(422, f"Unknown fields {extra}; expected only 'id' and 'k'.")
 
     def integer(name, value):
-        if type(value) is not int:  # bool is an int subclass; 1.0, 1e400 and "7" are not ids
-            shown = json.dumps(value)[:40]
-            raise HTTPException(422, f"{name} must be a JSON integer, got {shown}.")
+        # JSON Schema's "integer" is any number with no fraction (5 and 5.0); true, "7", 1.9 and
+        # 1e400 (infinite) are not ones. bool is an int subclass in Python, hence the exact type test.
+        if type(value) is float and math.isfinite(value) and value.is_integer() and abs(value) < 2**63:
+            return int(value)
+        if type(value) is not int:
+            raise HTTPException(422, f"{name} must be a JSON integer, got {json.dumps(value)[:40]}.")
         return value
 
     image_id = integer("id", payload["id"])
@@ -227,7 +231,8 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     image_content["application/octet-stream"] = schemas.IMAGE_BINARY
 
     @app.api_route("/api/images/{image_id}", methods=GET_HEAD, response_class=FileResponse,
-                   responses={200: {"content": image_content, "description": "The indexed file"}, **errors(404, 410)})
+                   responses={200: {"content": image_content, "description": "The indexed file"},
+                              **errors(404, 410, 422)})
     def image(image_id: int):
         """The original file of an indexed image."""
         rec = record_or_404(live.get(), image_id)
@@ -238,7 +243,7 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
 
     @app.api_route("/api/thumbs/{image_id}", methods=GET_HEAD, response_class=Response,
                    responses={200: {"content": {"image/jpeg": schemas.IMAGE_BINARY}, "description": "A JPEG"},
-                              **errors(404, 410)})
+                              **errors(404, 410, 422)})
     def thumb(image_id: int):
         """A JPEG thumbnail (at most 256 px a side) of an indexed image."""
         rec = record_or_404(live.get(), image_id)

@@ -1,0 +1,238 @@
+"""The real server in its own process: generation switches, shutdown, port, timeouts, Host, schemathesis."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from conftest import synthetic_image
+
+from lookalike import Collection
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(db, *, host="127.0.0.1", header_timeout=10.0, cli=False):
+    """A server process over ``db``; yields (base url, process)."""
+    port = _free_port()
+    if cli:
+        cmd = [sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--host", host, "--port", str(port)]
+    else:
+        cmd = [sys.executable, "-c", "import sys; from lookalike.server import run; "
+               "run(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]), header_timeout=float(sys.argv[4]))",
+               str(db), host, str(port), str(header_timeout)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.1)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _add_images(folder: Path, seeds):
+    for s in seeds:
+        synthetic_image(s).save(folder / f"new_{s:03d}.png")
+
+
+class Hammer:
+    """Clients that keep requesting until stopped; every response must have a status in ``ok``."""
+
+    def __init__(self, url, ids, clients=4, ok=(200,)):
+        self.url, self.ids, self.stop, self.ok = url, ids, threading.Event(), set(ok)
+        self.status: Counter = Counter()
+        self.bad: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, n):
+        with httpx.Client(base_url=self.url, timeout=30) as c:
+            i = n
+            while not self.stop.is_set():
+                i += 1
+                kind = i % 4
+                try:
+                    if kind == 0:
+                        r = c.get("/healthz")
+                    elif kind == 1:
+                        r = c.get("/api/stats")
+                    elif kind == 2:
+                        r = c.post("/api/search", json={"id": self.ids[i % len(self.ids)], "k": 5})
+                    else:
+                        r = c.get(f"/api/thumbs/{self.ids[i % len(self.ids)]}")
+                    self.status[r.status_code] += 1
+                    if r.status_code not in self.ok:
+                        self.bad.append(f"{r.request.method} {r.request.url.path} -> {r.status_code} {r.text[:200]}")
+                except httpx.HTTPError as e:
+                    self.bad.append(f"{type(e).__name__}: {e}")
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def _wait_for(url, images, timeout):
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if httpx.get(f"{url}/healthz", timeout=5).json()["images"] == images:
+            return time.perf_counter() - t0
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not show {images} images within {timeout} s")
+
+
+def test_server_follows_new_generations_under_load(tmp_path, image_folder):
+    db = tmp_path / "db"
+    Collection.open_or_create(db).index(image_folder)
+    with serving(db) as (url, _):
+        ids = list(range(12))
+        with Hammer(url, ids) as hammer:
+            time.sleep(0.5)
+            _add_images(image_folder / "cats", [101, 102, 103])
+            Collection.open_or_create(db).index(image_folder)  # another writer, same process tree
+            seen = _wait_for(url, 15, timeout=5)
+            time.sleep(0.3)
+        assert seen <= 2.0, f"new generation visible after {seen:.2f} s"
+        assert not hammer.bad, hammer.bad[:5]
+        assert hammer.status[200] > 20
+        r = httpx.post(f"{url}/api/search", json={"id": 12, "k": 3})  # a new image, by id
+        assert r.status_code == 200 and r.json()["query"]["name"].startswith("new_")
+        # --rebuild: a new collection in the same folder replaces the old one
+        other = tmp_path / "other"
+        other.mkdir()
+        _add_images(other, [201, 202, 203, 204])
+        # the rebuild commits an empty collection first, then the new images: 409 / 404 meanwhile
+        with Hammer(url, [0, 1, 2, 3], ok=(200, 404, 409)) as hammer:
+            Collection.create(db, overwrite=True).index(other)
+            seen = _wait_for(url, 4, timeout=5)
+            time.sleep(0.3)
+        assert seen <= 2.0
+        assert not hammer.bad, hammer.bad[:5]
+        names = {httpx.post(f"{url}/api/search", json={"id": i, "k": 1}).json()["query"]["name"] for i in range(4)}
+        assert names == {f"new_{s:03d}.png" for s in (201, 202, 203, 204)}
+
+
+def test_sigterm_stops_within_5_seconds(tmp_path, image_folder):
+    db = tmp_path / "db"
+    Collection.open_or_create(db).index(image_folder)
+    with serving(db) as (url, proc):
+        port = int(url.rsplit(":", 1)[1])
+        idle = socket.create_connection(("127.0.0.1", port))  # a client that never finishes its headers
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        kept = httpx.Client(base_url=url)  # and a kept-alive one
+        assert kept.get("/healthz").status_code == 200
+        httpx.get(f"{url}/api/duplicates?threshold=0.1")  # a duplicate job running in the background
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+        took = time.perf_counter() - t0
+        idle.close()
+        kept.close()
+    assert took < 5.5, f"SIGTERM took {took:.1f} s"
+
+
+def test_busy_port_is_one_line_and_non_zero(tmp_path, image_folder):
+    db = tmp_path / "db"
+    Collection.open_or_create(db).index(image_folder)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--port", str(port)],
+                             capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and "already in use" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_headers_deadline_and_host_check(tmp_path, image_folder):
+    db = tmp_path / "db"
+    Collection.open_or_create(db).index(image_folder)
+    with serving(db, header_timeout=1.0) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Slow: 1" % port)
+            t0 = time.perf_counter()
+            assert slow.recv(1024) == b""  # closed by the server
+            assert time.perf_counter() - t0 < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:  # never sends a byte
+            t0 = time.perf_counter()
+            assert silent.recv(1024) == b""
+            assert time.perf_counter() - t0 < 5
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert httpx.get(f"{url}/healthz", headers={"host": f"localhost:{port}"}).status_code == 200
+        r = httpx.get(f"{url}/healthz", headers={"host": "rebind.attacker.example"})
+        assert r.status_code == 400 and "Host header" in r.json()["detail"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as endless:  # headers that never end
+            endless.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Big: " % port + b"a" * 40_000)
+            assert endless.recv(1024).startswith(b"HTTP/1.1 400")  # not buffered past 16 KiB
+
+
+def test_non_loopback_host_warns(tmp_path, image_folder):
+    db = tmp_path / "db"
+    Collection.open_or_create(db).index(image_folder)
+    with serving(db, host="0.0.0.0", cli=True) as (url, proc):
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    assert "WARNING" in stderr and "EVERY photo" in stderr and "absolute path" in stderr
+
+
+SCHEMATHESIS_CONFIG = """\
+# A schema-valid multipart body is any bytes in the 'image' field; random bytes are not an image,
+# so the server answers 422 (or 413 above the cap). The schema cannot say "a decodable image".
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "404", "409", "410", "413", "422", "429"]
+"""
+
+
+def test_schemathesis_all_checks(tmp_path, image_folder):
+    db = tmp_path / "db"
+    synthetic_image(0).resize((144, 108)).save(image_folder / "dogs" / "copy_00.png")
+    Collection.open_or_create(db).index(image_folder)
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG)
+    st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
+    assert st, "schemathesis (the dev extra) is not installed"
+    with serving(db) as (url, proc):
+        t0 = time.perf_counter()
+        res = subprocess.run([st, "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all",
+                              "--max-examples", "10", "--seed", "1", "--no-color", "--generation-database", "none",
+                              "--request-timeout", "20"],
+                             capture_output=True, text=True, timeout=240, env={**os.environ, "NO_COLOR": "1"})
+        took = time.perf_counter() - t0
+        assert proc.poll() is None, "the server died"
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
+    assert "No issues found" in res.stdout and took < 120
