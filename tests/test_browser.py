@@ -77,9 +77,13 @@ def test_upload_a_photo_and_see_the_grid(server, tmp_path):
         page.set_input_files("#file", str(bad))
         page.wait_for_selector("#message.error")
         assert "not an image" in page.locator("#message").inner_text()
-        # the duplicates view renders
+        # the duplicates view polls while the server computes (202 + progress), then renders the result
         page.click("#tab-dupes")
-        page.wait_for_selector("#dupes-message:not(:empty)")
+        page.wait_for_function(
+            "() => { const t = document.querySelector('#dupes-message').textContent; "
+            "return t && !t.startsWith('Looking'); }")
+        assert "threshold" in page.locator("#dupes-message").inner_text()
+        assert page.locator("#dupes-progress").is_hidden()
         browser.close()
     assert (tmp_path / "search.png").stat().st_size > 10_000
     shutil.copy(tmp_path / "search.png", os.environ.get("LOOKALIKE_SCREENSHOT", tmp_path / "copy.png"))
