@@ -23,6 +23,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
 )
 _HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+# ISO-BMFF major brands of HEIC/HEIF files (bytes 8-12, after the "ftyp" box type).
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 # Default decompression-bomb guard: 100 megapixels is a 10000x10000 photo, ~300 MB as RGB.
 DEFAULT_MAX_PIXELS = 100_000_000
 # Largest file read into memory at once; bigger files are refused (1 GiB).
@@ -166,6 +168,10 @@ def decode(
     except DecodeError:
         raise
     except UnidentifiedImageError:
+        if is_heif(data) and not register_heif():
+            from .extras import install_command
+
+            raise DecodeError(f"HEIC/HEIF image, but pillow-heif is not installed: {install_command('heif')}") from None
         raise DecodeError("not an image: unrecognised file format") from None
     except Image.DecompressionBombError as err:
         raise DecodeError(f"too many pixels: {err}") from None
@@ -210,6 +216,11 @@ def register_heif() -> bool:
         return False
     pillow_heif.register_heif_opener()
     return True
+
+
+def is_heif(data: bytes) -> bool:
+    """True when ``data`` starts like a HEIC/HEIF file (an ISO-BMFF ``ftyp`` box with a HEIF brand)."""
+    return data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS
 
 
 def needs_heif(path: str | os.PathLike) -> bool:
