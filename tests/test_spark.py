@@ -39,7 +39,7 @@ def test_spark_index_matches_local_embeddings(spark, tmp_path):
     table = pq.read_table(tmp_path / "out").to_pandas()
     bad = table[table["path"].str.endswith("bad.jpg")]
     assert "not an image" in bad["error"].iloc[0]
-    local = Collection.create(tmp_path / "db")
+    local = Collection.create(tmp_path / "db", dtype="float32")  # compare at full precision
     local.index(root)
     ref = dict(zip(local.paths, np.asarray(local.embeddings)))
     good = table[table["error"].isna()]

@@ -163,6 +163,7 @@ def search(
     expand: Annotated[int, typer.Option(help="Query expansion with this many top results (3 is good; 0 = off).")] = 0,
 ):
     """Find the K images most similar to QUERY (LSH on collections of >= 5,000 images, else exact)."""
+    from .collection import display
     from .images import DecodeError
 
     if k < 1:
@@ -195,13 +196,13 @@ def search(
         print(json.dumps({"query": str(query), "method": method, "results": [h.to_dict() for h in hits]}, indent=2))
     elif paths:
         for h in hits:
-            print(h.path)
+            print(display(h.path))
     else:
-        tab = Table("rank", "score", "label", title=f"{len(hits)} most similar to {query} ({method} search)",
-                    title_justify="left")
+        tab = Table("rank", "score", "label", title=f"{len(hits)} most similar to {display(str(query))} "
+                    f"({method} search)", title_justify="left")
         tab.add_column("path", overflow="fold")
         for h in hits:
-            tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, h.path)
+            tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, display(h.path))
         out.print(tab)
     if grid is not None and not (as_json or paths):
         out.print(f"grid written to {grid}")
@@ -225,18 +226,20 @@ def _search_folder(folder, db, k, as_json, paths, exact, use_lsh, engine, expand
             {"query": q, "results": [h.to_dict() for h in hits] if hits is not None else None, "error": reason}
             for q, hits, reason in results]}, indent=2))
         return
+    from .collection import display
+
     for q, hits, reason in results:
         if paths:
             for h in hits or []:
-                print(f"{q}\t{h.path}")
+                print(f"{display(q)}\t{display(h.path)}")
             continue
         if hits is None:
-            out.print(f"[yellow]skipped[/] {q}: {reason}", highlight=False)
+            out.print(f"[yellow]skipped[/] {display(q)}: {reason}", highlight=False)
             continue
-        tab = Table("rank", "score", "label", title=f"{q} ({method} search)", title_justify="left")
+        tab = Table("rank", "score", "label", title=f"{display(q)} ({method} search)", title_justify="left")
         tab.add_column("path", overflow="fold")
         for h in hits:
-            tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, h.path)
+            tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, display(h.path))
         out.print(tab)
 
 

@@ -23,8 +23,10 @@ class Hit:
     label: str
 
     def to_dict(self) -> dict:
-        """Plain dict (JSON-ready)."""
-        return asdict(self)
+        """Plain dict (JSON-ready; a file name that is not UTF-8 is shown escaped, as ``\\xe9``)."""
+        from .collection.segment import display
+
+        return {**asdict(self), "path": display(self.path)}
 
 
 def _merge_topk(scores: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -76,11 +76,17 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_digest(path: Path) -> str:
-    """xxh3-64 hex digest of a file, read in chunks (the data files' checksum)."""
+def file_digest(path: Path | int) -> str:
+    """xxh3-64 hex digest of a file (a path, or an open descriptor read with pread), in chunks."""
     import xxhash
 
     h = xxhash.xxh3_64()
+    if isinstance(path, int):
+        pos = 0
+        while chunk := os.pread(path, CHUNK, pos):
+            h.update(chunk)
+            pos += len(chunk)
+        return h.hexdigest()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
@@ -117,10 +123,16 @@ def check_size(folder: Path, info: dict, recover_hint: str) -> Path:
     return path
 
 
-def check_digest(folder: Path, info: dict, recover_hint: str) -> Path:
-    """The path of a recorded data file after checking its size and xxh3 digest."""
-    path = check_size(folder, info, recover_hint)
-    actual = file_digest(path)
+def check_digest(folder: Path, info: dict, recover_hint: str, fd: int | None = None) -> Path:
+    """The path of a recorded data file after checking its size and xxh3 digest.
+
+    With ``fd`` (the file, opened earlier), the check reads that descriptor: a file a later
+    commit deleted is still the one this reader's generation names.
+    """
+    path = folder / info["name"]
+    if fd is None:
+        check_size(folder, info, recover_hint)
+    actual = file_digest(path if fd is None else fd)
     if actual != info["xxh3"]:
         raise CorruptCollectionError(
             f"Collection file is damaged: {path} (checksum {actual}, expected {info['xxh3']}). {recover_hint}")

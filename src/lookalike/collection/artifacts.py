@@ -54,9 +54,9 @@ def load_segment_lsh(folder: Path, seg: Segment, hint: str):
     """The stored LSH index of a segment with its deleted rows removed (checksummed)."""
     from ..lsh import LSHIndex
 
-    path = storage.check_digest(folder, seg.entry["lsh"], hint)
+    path = folder / seg.entry["lsh"]["name"]
     try:
-        index = LSHIndex.load(path.read_bytes(), vectors=seg.vectors())
+        index = LSHIndex.load(seg.lsh_bytes(), vectors=seg.vectors())
     except (ValueError, KeyError, OSError) as err:
         raise CorruptCollectionError(f"Collection file is damaged: {path}: {err}. {hint}") from None
     if not np.array_equal(index._ids, seg.cols["id"]):
@@ -209,10 +209,10 @@ def database_augment_rows(folder: Path, snap: Snapshot, n: int, alpha: float, ge
     return storage.describe(path)
 
 
-def load_dba(folder: Path, info: dict, shape: tuple[int, int], hint: str) -> np.ndarray:
-    """The stored DBA vectors, memory-mapped after a checksum check."""
-    path = storage.check_digest(folder, info["file"], hint)
-    arr = np.memmap(path, dtype=np.float32, mode="r", offset=NPY_HEADER)
+def load_dba(folder: Path, info: dict, shape: tuple[int, int], hint: str, fh=None) -> np.ndarray:
+    """The stored DBA vectors, memory-mapped after a checksum check (from ``fh`` when given)."""
+    path = storage.check_digest(folder, info["file"], hint, fd=None if fh is None else fh.fileno())
+    arr = np.memmap(fh if fh is not None else path, dtype=np.float32, mode="r", offset=NPY_HEADER)
     if arr.size != shape[0] * shape[1]:
         raise CorruptCollectionError(f"{path} holds {arr.size} values, expected {shape}. {hint}")
     return arr.reshape(shape)

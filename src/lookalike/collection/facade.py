@@ -148,6 +148,11 @@ class Collection(QueryMixin):
         self._stamp = stamp
         self._lsh = None
         self._search_matrix = None
+        dba = manifest.get("dba")
+        try:  # held open like the segments' files: this generation's DBA vectors stay readable
+            self._dba_fh = open(self.path / dba["file"]["name"], "rb") if dba else None
+        except OSError:
+            self._dba_fh = None  # reported as missing at first use
 
     # ---------------------------------------------------------------- create / open
     @classmethod

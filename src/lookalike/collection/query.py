@@ -116,7 +116,7 @@ class QueryMixin:
             return self._snap.rows
         if self._search_matrix is None:
             self._search_matrix = artifacts.load_dba(self.path, info, self._snap.rows.shape,
-                                                     store.RECOVER_HINT.format(db=self.path))
+                                                     store.RECOVER_HINT.format(db=self.path), self._dba_fh)
         return self._search_matrix
 
     # ---------------------------------------------------------------- searching

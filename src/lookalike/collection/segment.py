@@ -193,6 +193,9 @@ class Segment:
             except (OSError, ValueError, IndexError) as err:
                 raise CorruptCollectionError(f"Collection file is damaged: {del_path}: {err}. {hint}") from None
         emb_path = storage.check_size(folder, entry["emb"], hint)
+        # Held open from here on: a later commit may delete the file, this generation still reads it.
+        self._emb_fh = open(emb_path, "rb")
+        self._lsh_fh = open(storage.check_size(folder, entry["lsh"], hint), "rb") if entry.get("lsh") else None
         try:
             shape, dtype, self._offset = npy_shape(emb_path)
         except (OSError, ValueError, SyntaxError) as err:
@@ -213,10 +216,28 @@ class Segment:
     def vectors(self, verify: bool = True) -> np.ndarray:
         """All rows' vectors (deleted ones too), memory-mapped; checksummed on first use in this process."""
         if self._vectors is None:
-            path = self.folder / self.entry["emb"]["name"]
             if verify and not self._verified:
-                storage.check_digest(self.folder, self.entry["emb"], self.hint)
+                storage.check_digest(self.folder, self.entry["emb"], self.hint, fd=self._emb_fh.fileno())
                 self._verified = True
-            self._vectors = np.memmap(path, dtype=self.dtype, mode="r", offset=self._offset,
+            self._vectors = np.memmap(self._emb_fh, dtype=self.dtype, mode="r", offset=self._offset,
                                       shape=(self.rows, self.dim))
         return self._vectors
+
+    def lsh_bytes(self) -> bytes:
+        """The segment's LSH file, checksummed (from the descriptor opened with the segment)."""
+        if self._lsh_fh is None:  # tables built after this segment was read
+            self._lsh_fh = open(storage.check_size(self.folder, self.entry["lsh"], self.hint), "rb")
+        fd = self._lsh_fh.fileno()
+        storage.check_digest(self.folder, self.entry["lsh"], self.hint, fd=fd)
+        chunks, pos = [], 0
+        while chunk := os.pread(fd, storage.CHUNK, pos):
+            chunks.append(chunk)
+            pos += len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """Release the files (memory maps already made stay valid)."""
+        for fh in (self._emb_fh, self._lsh_fh):
+            if fh is not None:
+                fh.close()
+
