@@ -231,7 +231,8 @@ def test_schemathesis_all_checks(tmp_path, image_folder):
         res = subprocess.run([st, "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all",
                               "--max-examples", "10", "--seed", "1", "--no-color", "--generation-database", "none",
                               "--request-timeout", "20"],
-                             capture_output=True, text=True, timeout=240, env={**os.environ, "NO_COLOR": "1"})
+                             capture_output=True, text=True, timeout=240, env={**os.environ, "NO_COLOR": "1"},
+                             cwd=tmp_path)  # schemathesis writes a .schemathesis/ cache in its working folder
         took = time.perf_counter() - t0
         assert proc.poll() is None, "the server died"
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
