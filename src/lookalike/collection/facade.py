@@ -408,16 +408,17 @@ class Collection(QueryMixin):
         manifest = {k: v for k, v in self.manifest.items() if k != "legacy"}
         manifest.update(format_version=store.FORMAT_VERSION, segments=segs, next_segment=2,
                         uid=os.urandom(8).hex(), errors_file=None)
-        self.manifest = manifest
         log.info("migrating %s to collection format %d", self.path, store.FORMAT_VERSION)
-        self._commit(errors=dict(self._errors), _reload_segments=True)
+        hint = store.RECOVER_HINT.format(db=self.path)
+        self._set_state(manifest, [Segment(self.path, e, manifest["dim"], hint) for e in segs], self._errors,
+                        self._stamp)
+        self._commit(errors=dict(self._errors))
 
     def _new_segment_name(self, offset: int = 0) -> str:
         return f"seg-{self.manifest['next_segment'] + offset:06d}"
 
     def _commit(self, *, new_segments: Iterable[dict] = (), dead_rows: np.ndarray | None = None,
-                drop_segments: Iterable[str] = (), errors: dict | None = None, _reload_segments: bool = False,
-                **fields) -> None:
+                drop_segments: Iterable[str] = (), errors: dict | None = None, **fields) -> None:
         """Write tombstones and the errors file, then the manifest (the commit point), then clean up."""
         assert self._locked, "commits happen under the lock"
         gen = self.generation + 1
@@ -455,7 +456,7 @@ class Collection(QueryMixin):
         segments = []
         for entry in segs:
             old = self._segments.get(entry["name"])
-            if old is not None and old.entry == entry and not _reload_segments:
+            if old is not None and old.entry == entry:
                 segments.append(old)
             else:
                 segments.append(Segment(self.path, entry, manifest["dim"], store.RECOVER_HINT.format(db=self.path)))
