@@ -149,7 +149,7 @@ def test_sigkill_during_a_merge_leaves_the_collection_loadable(tmp_path):
     assert len(ref) == 3_000
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     rng = np.random.default_rng(0)
-    for trial in range(3):
+    for _ in range(3):
         proc = subprocess.Popen([sys.executable, "-m", "lookalike", "compact", "--db", str(db), "--max-segments",
                                  "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(float(rng.uniform(0.3, 2.0)))
