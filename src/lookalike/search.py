@@ -23,7 +23,7 @@ class Hit:
     label: str
 
     def to_dict(self) -> dict:
-        """Plain dict (JSON-ready; a file name that is not UTF-8 is shown escaped, as ``\\xe9``)."""
+        """Plain dict (JSON-ready; a file name that is not UTF-8 is shown escaped)."""
         from .collection.segment import display
 
         return {**asdict(self), "path": display(self.path)}
