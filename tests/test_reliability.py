@@ -174,9 +174,16 @@ def test_a_very_deep_tree_is_indexed(tmp_path):
         path += "/d"
         os.mkdir(path)
     synthetic_image(5).save(path + "/x.jpg")
-    res = runner.invoke(app, ["index", str(deep), "--db", str(tmp_path / "db")])
-    assert res.exit_code == 0, res.output
-    assert len(Collection.open(tmp_path / "db")) == 1
+    try:
+        res = runner.invoke(app, ["index", str(deep), "--db", str(tmp_path / "db")])
+        assert res.exit_code == 0, res.output
+        assert len(Collection.open(tmp_path / "db")) == 1
+    finally:  # remove it level by level (shutil.rmtree, and so pytest's clean-up, recurses)
+        os.remove(path + "/x.jpg")
+        while path != str(deep):
+            os.rmdir(path)
+            path = os.path.dirname(path)
+        os.rmdir(path)
 
 
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "No space left"), (errno.EROFS, "Cannot write")])

@@ -76,6 +76,14 @@ class SegmentedLSH:
     def __init__(self, snap: Snapshot, parts: list, info: dict):
         self.snap, self.parts, self.info = snap, parts, info
         self.recall_ = info.get("recall")
+        self._exact: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # small segments, float32, read once
+
+    def _small(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """(live vectors as float32, their ids) of a segment without LSH tables (small: cached)."""
+        if s not in self._exact:
+            seg = self.snap.segments[s]
+            self._exact[s] = (np.asarray(seg.vectors()[seg.alive_rows], np.float32), seg.cols["id"][seg.alive_rows])
+        return self._exact[s]
 
     def __len__(self) -> int:
         return len(self.snap)
@@ -99,10 +107,9 @@ class SegmentedLSH:
             return index.kneighbors(Q, k)
         if seg.live == 0:
             return np.full((len(Q), 0), -np.inf, np.float32), np.full((len(Q), 0), -1, np.int64)
-        local = seg.alive_rows
-        vec = np.asarray(seg.vectors()[local], np.float32)
+        vec, ids = self._small(s)
         sc, r = exact_topk(vec, Q, k)
-        return sc, seg.cols["id"][local][r]
+        return sc, ids[r]
 
     def kneighbors(self, X: np.ndarray, k: int = 10):
         """Top-``k`` ``(scores, ids)`` of each query over all segments, ``-inf``/``-1`` padded."""
@@ -138,10 +145,9 @@ class SegmentedLSH:
                         per_q[q][0].append(sc)
                         per_q[q][1].append(ids)
                 elif seg.live:
-                    vec = np.asarray(seg.vectors()[seg.alive_rows], np.float32)
+                    vec, ids = self._small(s)
                     sim = Q @ vec.T
                     qi, ri = np.nonzero(sim >= threshold)
-                    ids = seg.cols["id"][seg.alive_rows]
                     for q in np.unique(qi):
                         m = qi == q
                         per_q[q][0].append(sim[q, ri[m]])
