@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,46 @@ def kills(tmp: Path, trials: int) -> dict:
             "failures": failures}
 
 
+def merge_kills(tmp: Path, trials: int) -> dict:
+    """SIGKILL `lookalike compact --max-segments 1` (a merge of 12 segments) at random moments."""
+    from lookalike.datasets import clustered_vectors, write_spark_output
+
+    X = clustered_vectors(6_000, seed=1)
+    base = tmp / "merge-base"
+    Collection.create(base)
+    for b in range(12):
+        src = write_spark_output(tmp / f"merge-src-{b}", 500, vectors=X[b * 500 : (b + 1) * 500],
+                                 paths=lambda i, b=b: f"/data/{b}/{i}.jpg")
+        Collection.open(base).import_parquet(src, lsh=False)
+    ref = Collection.open(base)
+    reference = dict(zip(ref.paths, np.asarray(ref.embeddings)))
+    segments_before = len(ref.segments)
+    rng = np.random.default_rng(0)
+    ok, merged_at_kill, failures = 0, [], []
+    for t in range(trials):
+        db = tmp / "merge-db"
+        shutil.rmtree(db, ignore_errors=True)
+        shutil.copytree(base, db)
+        proc = subprocess.Popen([sys.executable, "-m", "lookalike", "compact", "--db", str(db), "--max-segments", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(float(rng.uniform(0.5, 4.0)))
+        finished = proc.poll() is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        try:
+            col = Collection.open(db)
+            col.verify()
+            merged_at_kill.append(None if finished else len(col.segments))
+            got = dict(zip(col.paths, np.asarray(col.embeddings)))
+            assert len(got) == len(col) == len(reference)
+            assert all(np.array_equal(got[p], v) for p, v in reference.items())
+            ok += 1
+        except Exception as e:
+            failures.append(f"trial {t}: {type(e).__name__}: {e}")
+    return {"trials": trials, "survived": ok, "segments_before": segments_before,
+            "segments_after_kill": merged_at_kill, "failures": failures}
+
+
 def flips(tmp: Path, per_file: int) -> dict:
     from conftest import synthetic_image
 
@@ -114,7 +155,10 @@ def flips(tmp: Path, per_file: int) -> dict:
     base = tmp / "flip-base"
     col = Collection.create(base)
     col.index(root)
-    col.build_lsh(k=5)
+    col.build_lsh(k=5, min_segment_rows=2)
+    synthetic_image(99).save(root / "extra.png")
+    (root / "0.png").unlink()
+    col.index(root)  # a second segment and a tombstone file too
     files = [f.name for f in base.iterdir() if f.is_file() and not f.name.startswith(".")]
     rng = np.random.default_rng(0)
     tried = detected = 0
@@ -130,8 +174,9 @@ def flips(tmp: Path, per_file: int) -> dict:
             (db / name).write_bytes(bytes(data))
             tried += 1
             try:
-                c = Collection.open(db)
+                c = Collection.open(db)  # small files are checked here, large ones at first use:
                 c.lsh  # noqa: B018 - loading the LSH index verifies its checksum
+                np.asarray(c.embeddings)  # first use of the embeddings verifies theirs
                 missed.append(f"{name}@{pos}")
             except CorruptCollectionError as e:
                 detected += name in str(e)
@@ -144,7 +189,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kills", type=int, default=30)
     ap.add_argument("--flips", type=int, default=10)
-    ap.add_argument("--only", default="messy,sigkill,flips")
+    ap.add_argument("--only", default="messy,sigkill,merge-kill,flips")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lookalike-rel-"))
     try:
@@ -157,6 +202,8 @@ def main():
             result["messy_input"] = messy(tmp)
         if "sigkill" in only:
             result["sigkill"] = kills(tmp, args.kills)
+        if "merge-kill" in only:
+            result["sigkill_during_merge"] = merge_kills(tmp, args.kills)
         if "flips" in only:
             result["byte_flips"] = flips(tmp, args.flips)
     finally:
