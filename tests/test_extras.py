@@ -127,3 +127,25 @@ def test_core_works_without_torch_or_any_extra(tmp_path, image_folder):
     assert all(code == 0 for code, _ in result["codes"].values()), result["codes"]
     assert not result["torch"]
     assert list((tmp_path / "cache").glob("efficientnet-lite0-*.onnx")), "the graph was built without torch"
+
+
+@pytest.mark.parametrize("command, extra, blocked", [
+    (["serve"], "server", "fastapi"),
+    (["spark", "index", "x", "--out", "y"], "spark", "pyspark"),
+    (["map", "m.png"], "map", "sklearn"),
+])
+def test_commands_without_their_extra_name_the_pip_command(command, extra, blocked, monkeypatch, tmp_path,
+                                                           image_folder):
+    from typer.testing import CliRunner
+
+    from lookalike import Collection
+    from lookalike.cli import app
+
+    Collection.create(tmp_path / "db").index(image_folder)
+    for name in [m for m in sys.modules if m == blocked or m.startswith(blocked + ".")] + [blocked]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.chdir(tmp_path)
+    args = command + (["--db", str(tmp_path / "db")] if command[0] != "spark" else [])
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert f"pip install 'lookalike[{extra}]'" in res.output, res.output

