@@ -89,7 +89,7 @@ class _TensorRef:
             raise CheckpointError(f"tensor of shape {shape} reaches element {last} of a storage of {st.numel}")
         base = st.data[self.offset :]
         view = np.lib.stride_tricks.as_strided(base, shape, [s * st.dtype.itemsize for s in stride], writeable=False)
-        return np.array(view)  # own, contiguous copy
+        return np.array(view, order="C")  # own, C-contiguous copy
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
