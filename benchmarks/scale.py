@@ -55,6 +55,7 @@ N_PHOTOS = 100
 N_EXTRA = 5  # photos indexed while `serve` runs
 N_QUERIES = 200
 CHILD_ENV = dict(os.environ)  # --src puts another lookalike source tree first on the children's path
+STEP_TIMEOUT = [3600]  # seconds; --step-timeout
 TIME = "/usr/bin/time"  # GNU time: peak RSS (%M) and file-system outputs (%O) of one process
 # Issue 12's targets at 1M on the 2-core, 24 GB VM: (step, field, limit, "<=" or ">=").
 TARGETS = [
@@ -80,11 +81,13 @@ def run(cmd: list[str], *, stdout: Path | None = None) -> dict:
     os.close(fd)
     t0 = time.perf_counter()
     with open(stdout or os.devnull, "wb") as out:
-        proc = subprocess.run([TIME, "-f", "%M %O", "-o", usage_path, *cmd], stdout=out, stderr=subprocess.PIPE,
-                              env=CHILD_ENV)
+        proc = subprocess.run([TIME, "-f", "%M %O", "-o", usage_path, "timeout", "-k", "10", str(STEP_TIMEOUT[0]),
+                               *cmd], stdout=out, stderr=subprocess.PIPE, env=CHILD_ENV)
     wall = time.perf_counter() - t0
     usage = Path(usage_path).read_text().split()
     os.unlink(usage_path)
+    if proc.returncode in (124, 137):
+        raise TimeoutError(f"stopped after --step-timeout {STEP_TIMEOUT[0]} s: {' '.join(cmd[:4])} ...")
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')[-3000:]}")
     max_rss_kb, out_blocks = int(usage[-2]), int(usage[-1])
@@ -372,9 +375,11 @@ def main():
     ap.add_argument("--visible-timeout", type=float, default=30.0)
     ap.add_argument("--src", type=Path, help="run the steps with the lookalike package under this folder (e.g. an "
                     "extracted `git archive COMMIT src`), to measure another version with the same data")
+    ap.add_argument("--step-timeout", type=int, default=3600, help="stop a step's process after this many seconds")
     ap.add_argument("--clean", action="store_true", help="delete the work folder at the end")
     args = ap.parse_args()
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    steps = [s.strip() for s in args.steps.split(",") if s.strip() and s.strip() != "none"]
+    STEP_TIMEOUT[0] = args.step_timeout
     if bad := [s for s in steps if s not in STEPS]:
         ap.error(f"unknown steps {bad}; expected some of {', '.join(STEPS)}")
     work = (args.work or Path(tempfile.gettempdir()) / f"lookalike-scale-{args.n}").resolve()
