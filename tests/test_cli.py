@@ -21,11 +21,44 @@ def db(tmp_path, image_folder):
     return tmp_path / "db"
 
 
-def test_search_table(db, image_folder):
+def test_search_piped_prints_one_record_per_line_and_leaves_the_query_out(db, image_folder):
     q = image_folder / "cats" / "img_01.jpg"
     res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "3"])
     assert res.exit_code == 0, res.output
-    assert "1.0000" in res.output and "cats" in res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 3 and all(len(line.split("\t")) == 4 for line in lines)
+    assert [line.split("\t")[0] for line in lines] == ["1", "2", "3"]
+    assert str(q) not in res.output, "an indexed query is left out of its own results"
+    assert all(line.split("\t")[3].startswith(str(image_folder)) for line in lines), "paths are whole"
+    res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "3", "--include-self"])
+    assert res.output.splitlines()[0].split("\t")[3] == str(q)
+    assert res.output.splitlines()[0].split("\t")[1] == "1.0000"
+
+
+def test_search_in_an_80_column_terminal_never_breaks_a_path(db, image_folder, tmp_path):
+    import os
+    import pty
+
+    q = image_folder / "cats" / "img_01.jpg"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: lookalike with its stdout on an 80-column terminal
+        os.environ.update(COLUMNS="80", LINES="40")
+        os.execv(sys.executable, [sys.executable, "-m", "lookalike", "search", str(q), "--db", str(db), "-k", "3"])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.waitpid(pid, 0)
+    text = b"".join(chunks).decode()
+    import re
+
+    paths = [line.split()[-1] for line in text.splitlines() if re.match(r"^\d+\s+\d\.\d{4}\s", line)]
+    assert len(paths) == 3 and all(p.startswith(str(image_folder)) and p.endswith(".jpg") for p in paths), text
 
 
 def test_search_json_and_paths(db, image_folder):
@@ -33,10 +66,21 @@ def test_search_json_and_paths(db, image_folder):
     res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "4", "--json"])
     data = json.loads(res.output)
     assert [r["rank"] for r in data["results"]] == [1, 2, 3, 4]
-    assert data["results"][0]["path"] == str(q)
+    assert str(q) not in [r["path"] for r in data["results"]]
     assert set(data["results"][0]) == {"rank", "score", "id", "path", "label"}
-    res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "2", "--paths"])
+    assert all(r["score"] == round(r["score"], 6) and -1 <= r["score"] <= 1 for r in data["results"])
+    res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "2", "--paths", "--include-self"])
     assert res.output.splitlines()[0] == str(q) and len(res.output.splitlines()) == 2
+    res = runner.invoke(app, ["search", str(q), "--db", str(db), "--paths", "--json"])
+    assert res.exit_code == 1 and "exclude each other" in res.output
+
+
+def test_search_with_a_folder_of_queries_draws_one_grid_each(db, image_folder, tmp_path):
+    res = runner.invoke(app, ["search", str(image_folder / "cats"), "--db", str(db), "-k", "2", "--grid",
+                              str(tmp_path / "g.png")])
+    assert res.exit_code == 0, res.output
+    grids = sorted(tmp_path.glob("g-*.png"))
+    assert len(grids) == 6 and Image.open(grids[0]).width > 2 * 150
 
 
 def test_search_grid_png(db, image_folder, tmp_path):
@@ -83,7 +127,7 @@ def test_index_with_lsh_prints_recall_and_search_modes(tmp_path, image_folder):
     assert "measured recall@10" in res.output
     q = str(image_folder / "cats" / "img_01.jpg")
     for flag, method in (("--lsh", "lsh"), ("--exact", "exact")):
-        res = runner.invoke(app, ["search", q, "--db", str(db), "-k", "3", flag, "--json"])
+        res = runner.invoke(app, ["search", q, "--db", str(db), "-k", "3", flag, "--json", "--include-self"])
         data = json.loads(res.output)
         assert data["method"] == method and data["results"][0]["path"] == q
     res = runner.invoke(app, ["info", "--db", str(db), "--json"])

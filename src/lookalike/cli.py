@@ -24,11 +24,52 @@ EncoderOpt = Annotated[Optional[str], typer.Option(
 DEFAULT_DB = Path("lookalike-index")
 
 
+def _flag_without_type(original):
+    """Help shows ``--strict`` for a flag, not ``--strict <bool>`` (typer's rich help prints the type)."""
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    return display_type_rich
+
+
+try:
+    from typer.core import TyperOption
+
+    TyperOption.display_type_rich = _flag_without_type(TyperOption.display_type_rich)
+except (ImportError, AttributeError):  # another typer: its own help format
+    pass
+
+
 def _fail(message: str, code: int = 1):
     from rich.markup import escape
 
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # escaped: "lookalike[server]" is no markup
     raise typer.Exit(code)
+
+
+def _busy(message: str):
+    """A spinner with ``message`` on stderr while a long step runs (nothing when stderr is not a terminal)."""
+    from contextlib import nullcontext
+
+    return err.status(message) if err.is_terminal else nullcontext()
+
+
+def _records(header: list[str], rows: list[list[str]], title: str | None = None) -> None:
+    """Print records one per line, the last column (a path) never broken or cut.
+
+    Aligned columns under a title in a terminal; tab-separated, no title, when stdout is a pipe or a file.
+    """
+    if not sys.stdout.isatty():
+        for r in rows:
+            print("\t".join(r))
+        return
+    if title:
+        out.print(title, highlight=False, soft_wrap=True)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header[:-1])]
+    line = "  ".join(h.ljust(w) for h, w in zip(header[:-1], widths))
+    out.print(f"[dim]{line}  {header[-1]}[/]", highlight=False, soft_wrap=True)
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
 
 
 def _open(db: Path, **kwargs):
@@ -100,6 +141,9 @@ def index(
             col = Collection.create(db, encoder=encoder, engine=engine, flip_average=flip_average, overwrite=True)
         else:
             col = Collection.open_or_create(db, encoder=encoder, engine=engine, flip_average=flip_average)
+        if progress and not as_json and sys.stderr.isatty():
+            with err.status(f"preparing the {col.encoder_name} model (the first run builds it once)..."):
+                col.encoder  # noqa: B018 (built here, not under the progress bar)
         report = col.index(folder, batch_size=batch_size, workers=workers, max_pixels=max_pixels or None,
                            include_hidden=include_hidden, progress=progress and not as_json and sys.stderr.isatty(),
                            lsh="auto" if lsh is None else lsh, lsh_family=lsh_family, target_recall=target_recall,
@@ -169,15 +213,23 @@ def search(
     exact: Annotated[bool, typer.Option("--exact", help="Force exact search.")] = False,
     use_lsh: Annotated[bool, typer.Option("--lsh", help="Force the LSH index.")] = False,
     expand: Annotated[int, typer.Option(help="Query expansion with this many top results (3 is good; 0 = off).")] = 0,
+    include_self: Annotated[
+        bool, typer.Option("--include-self", help="Keep an indexed query image itself among its results.")
+    ] = False,
 ):
-    """Find the K images most similar to QUERY (LSH on collections of >= 5,000 images, else exact)."""
+    """Find the K images most similar to QUERY (LSH on collections of >= 5,000 images, else exact).
+
+    An indexed query image is left out of its own results unless --include-self.
+    """
     from .collection import display
     from .images import DecodeError
 
     if k < 1:
         _fail(f"-k must be at least 1, got {k}")
+    if as_json and paths:
+        _fail("--json and --paths exclude each other; pick one output format")
     if query.is_dir():
-        return _search_folder(query, db, k, as_json, paths, exact, use_lsh, engine, expand)
+        return _search_folder(query, db, k, as_json, paths, exact, use_lsh, engine, expand, grid, include_self)
     if not query.is_file():
         _fail(f"No such query image: {query}")
     col = _open(db, read_only=True, engine=engine)
@@ -189,7 +241,7 @@ def search(
 
     try:
         method = col.resolve_method("exact" if exact else "lsh" if use_lsh else "auto")
-        hits = col.search(query, k=k, method=method, expand=expand)
+        hits = col.search(query, k=k, method=method, expand=expand, exclude_self=not include_self)
     except CollectionError as e:
         _fail(str(e))
     except DecodeError as e:
@@ -206,17 +258,14 @@ def search(
         for h in hits:
             print(display(h.path))
     else:
-        tab = Table("rank", "score", "label", title=f"{len(hits)} most similar to {display(str(query))} "
-                    f"({method} search)", title_justify="left")
-        tab.add_column("path", overflow="fold")
-        for h in hits:
-            tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, display(h.path))
-        out.print(tab)
+        _records(["rank", "score", "label", "path"],
+                 [[str(h.rank), f"{h.score:.4f}", h.label, display(h.path)] for h in hits],
+                 title=f"{len(hits)} most similar to {display(str(query))} ({method} search)")
     if grid is not None and not (as_json or paths):
         out.print(f"grid written to {grid}")
 
 
-def _search_folder(folder, db, k, as_json, paths, exact, use_lsh, engine, expand):
+def _search_folder(folder, db, k, as_json, paths, exact, use_lsh, engine, expand, grid, include_self):
     from .collection import CollectionError
     from .images import discover
 
@@ -226,9 +275,17 @@ def _search_folder(folder, db, k, as_json, paths, exact, use_lsh, engine, expand
     queries = list(discover(folder))
     try:
         method = col.resolve_method("exact" if exact else "lsh" if use_lsh else "auto")
-        results = col.search_many(queries, k=k, method=method, expand=expand)
+        results = col.search_many(queries, k=k, method=method, expand=expand, exclude_self=not include_self)
     except CollectionError as e:
         _fail(str(e))
+    grids = []
+    if grid is not None:  # one grid per query: GRID-001-<query name>.png, ...
+        from .viz import result_grid
+
+        for n, (q, hits, _) in enumerate(results, 1):
+            if hits is not None:
+                grids.append(grid.with_name(f"{grid.stem}-{n:03d}-{Path(q).stem}{grid.suffix or '.png'}"))
+                result_grid(q, hits, grids[-1])
     if as_json:
         print(json.dumps({"method": method, "queries": [
             {"query": q, "results": [h.to_dict() for h in hits] if hits is not None else None, "error": reason}
@@ -242,13 +299,17 @@ def _search_folder(folder, db, k, as_json, paths, exact, use_lsh, engine, expand
                 print(f"{display(q)}\t{display(h.path)}")
             continue
         if hits is None:
-            out.print(f"[yellow]skipped[/] {display(q)}: {reason}", highlight=False)
+            err.print(f"[yellow]skipped[/] {display(q)}: {reason}", highlight=False)
             continue
-        tab = Table("rank", "score", "label", title=f"{display(q)} ({method} search)", title_justify="left")
-        tab.add_column("path", overflow="fold")
-        for h in hits:
-            tab.add_row(str(h.rank), f"{h.score:.4f}", h.label, display(h.path))
-        out.print(tab)
+        if sys.stdout.isatty():
+            _records(["rank", "score", "label", "path"],
+                     [[str(h.rank), f"{h.score:.4f}", h.label, display(h.path)] for h in hits],
+                     title=f"{display(q)} ({method} search)")
+        else:
+            for h in hits:
+                print(f"{display(q)}\t{h.rank}\t{h.score:.4f}\t{h.label}\t{display(h.path)}")
+    if grids and not paths:
+        err.print(f"{len(grids)} grids written: {grids[0]} ...", highlight=False)
 
 
 @app.command()
@@ -266,6 +327,8 @@ def dupes(
     """Report near-duplicate groups with a suggested keeper (most pixels, then oldest). Never deletes files."""
     import csv
 
+    from .collection import display
+
     if fmt not in ("table", "json", "csv"):
         _fail(f"--format must be table, json or csv, not {fmt!r}")
     col = _open(db, read_only=True)
@@ -281,14 +344,14 @@ def dupes(
             w = csv.writer(sys.stdout)
             w.writerow(["score", "path", "duplicate_in_other"])
             for p in result:
-                w.writerow([f"{p.score:.6f}", p.path_a, p.path_b])
+                w.writerow([f"{p.score:.6f}", display(p.path_a), display(p.path_b)])
         else:
-            tab = Table("score", title=f"{len(result)} images duplicated in {against}", title_justify="left")
-            tab.add_column("path", overflow="fold")
-            tab.add_column(f"duplicate in {against}", overflow="fold")
+            rows = []
             for p in result:
-                tab.add_row(f"{p.score:.4f}", p.path_a, p.path_b)
-            out.print(tab)
+                rows += [[f"{p.score:.4f}", "this", display(p.path_a)], ["", "other", display(p.path_b)]]
+            _records(["score", "in", "path"], rows if sys.stdout.isatty() else
+                     [[f"{p.score:.4f}", display(p.path_a), display(p.path_b)] for p in result],
+                     title=f"{len(result)} images duplicated in {against}")
         return
     groups = result
     if sheet is not None:
@@ -302,17 +365,20 @@ def dupes(
         w.writerow(["group", "id", "path", "keeper", "min_score"])
         for n, g in enumerate(groups, 1):
             for i, p in zip(g.ids, g.paths):
-                w.writerow([n, i, p, int(i == g.keeper), f"{g.min_score:.6f}"])
+                w.writerow([n, i, display(p), int(i == g.keeper), f"{g.min_score:.6f}"])
     else:
         n_files = sum(len(g.ids) for g in groups)
-        out.print(f"{len(groups)} duplicate groups ({n_files} images, {n_files - len(groups)} could go) "
-                  f"at threshold {threshold}", highlight=False)
+        (out if sys.stdout.isatty() else err).print(
+            f"{len(groups)} duplicate groups ({n_files} images, {n_files - len(groups)} could go) at threshold "
+            f"{threshold}, strongest first", highlight=False)
         for n, g in enumerate(groups, 1):
-            tab = Table("", "id", title=f"group {n} (weakest link {g.min_score:.3f})", title_justify="left")
-            tab.add_column("path", overflow="fold")
-            for i, p in zip(g.ids, g.paths):
-                tab.add_row("keep" if i == g.keeper else "", str(i), p)
-            out.print(tab)
+            rows = [[str(n), "keep" if i == g.keeper else "", str(i), f"{g.min_score:.4f}", display(p)]
+                    for i, p in zip(g.ids, g.paths)]
+            if sys.stdout.isatty():
+                _records(["", "id", "path"], [r[1:3] + [r[4]] for r in rows],
+                         title=f"group {n} ({len(g.ids)} images, weakest link {g.min_score:.3f})")
+            else:
+                _records(["group", "keep", "id", "weakest", "path"], rows)
     if sheet is not None and fmt == "table":
         out.print(f"sheet written to {sheet}")
 
@@ -329,7 +395,8 @@ def map_(
 
     col = _open(db, read_only=True)
     try:
-        embedding_map(col.embeddings, col.paths, col.labels, out_png, max_points=max_points, size=size)
+        with _busy(f"drawing the map of {min(len(col), max_points)} images (PCA, t-SNE, thumbnails)..."):
+            embedding_map(col.embeddings, col.paths, col.labels, out_png, max_points=max_points, size=size)
     except (ValueError, ImportError) as e:  # ImportError: scikit-learn missing (lookalike[map])
         _fail(str(e))
     out.print(f"map of {min(len(col), max_points)} images written to {out_png}")
@@ -371,7 +438,8 @@ def evaluate(
     keep = [i for i, lab in enumerate(labels) if lab not in set(ignore_label or [])]
     if len(set(labels[i] for i in keep)) > 1:
         emb = np.asarray(col.embeddings)[keep]
-        results["class_retrieval"] = ev.class_retrieval(emb, [labels[i] for i in keep], k=k)
+        with _busy(f"class retrieval: {len(keep)} leave-one-out queries..."):
+            results["class_retrieval"] = ev.class_retrieval(emb, [labels[i] for i in keep], k=k)
         r = results["class_retrieval"]
         out.print(f"class retrieval ({r['n']} images, leave-one-out): P@1 {r['p_at_1']:.3f}  "
                   f"P@{k} {r['p_at_k']:.3f}  mAP {r['map']:.3f}", highlight=False)
@@ -387,7 +455,8 @@ def evaluate(
             out.print(f"  with {how}: P@1 {r['p_at_1']:.3f}  P@{k} {r['p_at_k']:.3f}  mAP {r['map']:.3f}",
                       highlight=False)
     if near_dup:
-        nd = ev.near_duplicate_robustness(col, n_originals=near_dup, seed=seed, k=k)
+        with _busy(f"near-duplicate robustness: editing and embedding {near_dup} originals..."):
+            nd = ev.near_duplicate_robustness(col, n_originals=near_dup, seed=seed, k=k)
         results["near_duplicates"] = nd
         tab = Table("edit", "recall@1", f"recall@{k}",
                     title=f"near-duplicate robustness ({nd['originals']} originals); group mAP {nd['group_map']:.3f}",
@@ -453,8 +522,21 @@ def info(
             data["skipped_files"] = [{"path": display(p), "reason": r} for p, r in col.errors]
         print(json.dumps(data, indent=2))
         return
+    def show(val) -> str:
+        if val is None:
+            return "none"
+        if isinstance(val, list):
+            return ", ".join(display(str(v)) for v in val) or "none"
+        if isinstance(val, dict):
+            return ", ".join(f"{k} {show(v)}" for k, v in val.items())
+        if isinstance(val, float):
+            return f"{val:.3f}"
+        return str(val)
+
     for key, val in data.items():
-        out.print(f"{key:>15}: {val}", highlight=False)
+        out.print(f"{key:>15}: {show(val)}", highlight=False, soft_wrap=True)
+    if errors and not col.errors:
+        out.print("no skipped files", highlight=False)
     if errors and col.errors:
         tab = Table()
         tab.add_column("skipped file", overflow="fold")

@@ -26,7 +26,7 @@ class Hit:
         """Plain dict (JSON-ready; a file name that is not UTF-8 is shown escaped)."""
         from .collection.segment import display
 
-        return {**asdict(self), "path": display(self.path)}
+        return {**asdict(self), "path": display(self.path), "score": round(self.score, 6)}
 
 
 def _merge_topk(scores: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

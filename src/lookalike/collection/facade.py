@@ -57,8 +57,9 @@ class IndexReport:
 
     @property
     def images_per_second(self) -> float:
-        """End-to-end throughput over the images that were embedded."""
-        return self.embedded / self.times.total if self.times.total > 0 else 0.0
+        """End-to-end throughput over the images that were embedded (preparing the model not counted)."""
+        t = self.times.total - self.times.extra.get("prepare_model", 0.0)
+        return self.embedded / t if t > 0 else 0.0
 
 
 def _abspath(p) -> str:
@@ -356,7 +357,8 @@ class Collection(QueryMixin):
         pairs = find_pairs(self, threshold, method=method, against=against)
         if against is not None:
             return pairs
-        return group_pairs(self, pairs, strict=strict)
+        groups = group_pairs(self, pairs, strict=strict)
+        return sorted(groups, key=lambda g: (-g.min_score, -len(g.ids)))  # strongest first
 
     # ---------------------------------------------------------------- writing
     def _check_writable(self):

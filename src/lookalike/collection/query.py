@@ -148,8 +148,24 @@ class QueryMixin:
             img = images.to_rgb(query)
         return self.encoder.embed_images([img])[0]
 
-    def search_many(self, paths, k: int = 10, *, method: str = "auto", batch_size: int = 32, expand: int = 0):
+    def _self_row(self, path) -> int:
+        """The row of an indexed, unchanged query file (-1 if it is not one)."""
+        p = str(Path(os.path.abspath(os.path.expanduser(path))))
+        r = self._snap.row_of_path(p)
+        if r is None:
+            return -1
+        try:
+            st = os.stat(p)
+        except OSError:
+            return -1
+        cols = self._snap.cols
+        return r if st.st_size == cols["size"][r] and st.st_mtime_ns == cols["mtime_ns"][r] else -1
+
+    def search_many(self, paths, k: int = 10, *, method: str = "auto", batch_size: int = 32, expand: int = 0,
+                    exclude_self: bool = False):
         """Search with many query files (decoded in worker threads, embedded in batches).
+
+        ``exclude_self``: an indexed query file is left out of its own results.
 
         Returns
         -------
@@ -161,12 +177,14 @@ class QueryMixin:
         out = []
         for batch in embed_files([str(p) for p in paths], self.encoder, batch_size=batch_size):
             good = [r for r in batch if r.vector is not None]
-            hits = iter(self.search_vectors(np.stack([r.vector for r in good]), k, method=method, expand=expand)
-                        if good else [])
+            ex = np.array([self._self_row(r.path) for r in good], np.int64) if exclude_self else None
+            hits = iter(self.search_vectors(np.stack([r.vector for r in good]), k, method=method, expand=expand,
+                                            exclude_rows=ex) if good else [])
             out += [(r.path, next(hits), None) if r.vector is not None else (r.path, None, r.reason) for r in batch]
         return out
 
-    def search(self, query, k: int = 10, *, method: str = "auto", expand: int = 0) -> list[Hit]:
+    def search(self, query, k: int = 10, *, method: str = "auto", expand: int = 0,
+               exclude_self: bool = False) -> list[Hit]:
         """The ``k`` most similar images to ``query``, best first.
 
         Parameters
@@ -179,12 +197,18 @@ class QueryMixin:
             approximate; their scores are exact cosines.
         expand : int, default 0
             alpha-query-expansion with the top ``expand`` results.
+        exclude_self : bool, default False
+            Leave a query that is an indexed, unchanged file out of its own results.
 
         Returns
         -------
         list of Hit
         """
-        return self.search_vectors(self.embed(query)[None, :], k, method=method, expand=expand)[0]
+        ex = None
+        if exclude_self and isinstance(query, (str, os.PathLike)):
+            row = self._self_row(query)
+            ex = np.array([row], np.int64) if row >= 0 else None
+        return self.search_vectors(self.embed(query)[None, :], k, method=method, expand=expand, exclude_rows=ex)[0]
 
     def resolve_method(self, method: str = "auto") -> str:
         """Which search ``method`` will actually run: "exact" or "lsh"."""

@@ -83,6 +83,10 @@ def run_index(col, found: list[str], in_scope, root: Path | None, unreadable: li
     errors = {p: r for p, r in col._errors if not (in_scope(p) and p not in set(found)) and p not in set(todo)}
     if len(removed) or len(errors) != len(col._errors):
         col._commit(dead_rows=removed, errors=errors)
+    if todo:  # the model is built (first run) or loaded here, timed apart from the indexing rate
+        t0 = time.perf_counter()
+        col.encoder  # noqa: B018
+        report.times.extra["prepare_model"] = time.perf_counter() - t0
     if todo and col.encoder.engine_name == "onnx-int8" and col.encoder.int8_model is None:
         t0 = time.perf_counter()
         col._calibrate_int8(todo, max_pixels)
