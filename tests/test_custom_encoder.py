@@ -197,3 +197,23 @@ def test_spark_index_accepts_onnx_path(tmp_path, monkeypatch):
         ref = local.embed_images([decode(path.removeprefix("file:")).image])[0]
         assert np.abs(np.asarray(emb, np.float32) - ref).max() < 1e-5
     assert os.path.isabs(meta["encoder"].removeprefix("onnx:"))
+
+
+def test_spark_worker_with_another_model_refuses_to_embed(tmp_path):
+    """embed_partition (what each Spark task runs) checks its model against the driver's hash."""
+    pd = pytest.importorskip("pandas")
+    from lookalike.spark.embed import embed_partition
+
+    model = tiny_model(tmp_path / "tiny.onnx", pooled=True)
+    (tmp_path / "tiny.json").write_text(json.dumps({"input_size": TINY_SIZE}))
+    import io
+
+    buf = io.BytesIO()
+    synthetic_image(0).save(buf, "PNG")
+    batch = pd.DataFrame({"path": ["file:/x.png"], "content": [buf.getvalue()], "length": [len(buf.getvalue())],
+                          "modificationTime": [pd.Timestamp(0)]})
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    rows = next(embed_partition(iter([batch]), encoder_name=f"onnx:{model}", weights_sha256=sha))
+    assert rows["error"].isna().all() and len(rows["embedding"][0]) == TINY_CHANNELS
+    with pytest.raises(RuntimeError, match="differs from the driver"):
+        next(embed_partition(iter([batch]), encoder_name=f"onnx:{model}", weights_sha256="0" * 64))

@@ -36,11 +36,18 @@ def _encoder(name: str, engine: str):
 
 
 def embed_partition(batches, encoder_name: str = "efficientnet-lite0", engine: str = "onnx",
-                    max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
-    """``mapInPandas`` function: pandas batches of binaryFile rows -> embedding rows."""
+                    max_pixels: int | None = images.DEFAULT_MAX_PIXELS, weights_sha256: str | None = None):
+    """``mapInPandas`` function: pandas batches of binaryFile rows -> embedding rows.
+
+    ``weights_sha256``: the driver's model hash; a worker whose model file differs (another
+    ``onnx:PATH`` file at the same path, other weights) fails the task instead of mixing embeddings.
+    """
     import pandas as pd
 
     enc = _encoder(encoder_name, engine)
+    if weights_sha256 is not None and enc.weights_hash != weights_sha256:
+        raise RuntimeError(f"This worker's model for {encoder_name!r} differs from the driver's (sha256 "
+                           f"{enc.weights_hash[:12]} vs {weights_sha256[:12]}): install the same file on every node.")
     for pdf in batches:
         out = {"path": [], "size": [], "modificationTime": [], "content_hash": [], "width": [], "height": [],
                "embedding": [], "error": []}
@@ -115,7 +122,8 @@ def embed_images(spark, input_path: str, *, partitions: int | None = None, encod
           .option("pathGlobFilter", glob).load(input_path))
     if partitions:
         df = df.repartition(partitions)
-    fn = partial(embed_partition, encoder_name=encoder, engine=engine, max_pixels=max_pixels)
+    expected = _encoder(encoder, engine).weights_hash  # the driver's model, recorded in _lookalike
+    fn = partial(embed_partition, encoder_name=encoder, engine=engine, max_pixels=max_pixels, weights_sha256=expected)
     return df.select("path", "content", "length", "modificationTime").mapInPandas(fn, schema=OUTPUT_SCHEMA)
 
 
