@@ -55,3 +55,21 @@ def encoder():
     from lookalike.encoders import get_encoder
 
     return get_encoder("efficientnet-lite0")
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI (CI=true) a skipped test fails the run: a missing browser, Spark or data set must be noticed."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if _ci() and reporter and reporter.stats.get("skipped") and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = terminalreporter.stats.get("skipped", [])
+    if _ci() and skipped:
+        terminalreporter.write_line(f"CI=true: {len(skipped)} test(s) skipped, so the run fails: under CI every "
+                                    "test must run (install what it needs, or fix the test).", red=True)
