@@ -153,7 +153,8 @@ class OnnxFileEncoder(Encoder):
         """Embedding dimension: the output's last (pooled) or channel (feature map) axis."""
         from .engines import OnnxEngine
 
-        session = OnnxEngine(self.spec.model_path).session
+        # The float engine's own session when that is the engine (a large model loads once).
+        session = self.engine.session if self.engine_name == "onnx" else OnnxEngine(self.spec.model_path).session
         out = self._output(session)
         axis = 1 if self.spec.output == "feature_map" else -1
         want = 4 if self.spec.output == "feature_map" else 2
