@@ -425,11 +425,13 @@ class Collection(QueryMixin):
         assert self._locked, "commits happen under the lock"
         gen = self.generation + 1
         drop = set(drop_segments)
-        new_dead: dict[int, list[int]] = {}
+        new_dead: dict[int, np.ndarray] = {}
         if dead_rows is not None and len(dead_rows):
-            for r in np.unique(np.asarray(dead_rows, np.int64)).tolist():
-                s, local = self._snap.locate(r)
-                new_dead.setdefault(s, []).append(local)
+            rows = np.unique(np.asarray(dead_rows, np.int64))
+            starts = self._snap.rows.starts
+            owner = np.searchsorted(starts, rows, side="right") - 1
+            for s in np.unique(owner).tolist():
+                new_dead[s] = self._snap.segments[s].alive_rows[rows[owner == s] - starts[s]]
         segs = []
         for s, seg in enumerate(self._snap.segments):
             if seg.name in drop:
