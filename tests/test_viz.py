@@ -77,6 +77,13 @@ def test_grid_names_two_image_0001_apart_and_draws_those_names(tmp_path):
                               _caption_band("#1  score 0.910", "airplanes/image_0001.jpg", 160))
 
 
+def test_a_long_name_keeps_the_folder_that_tells_it_apart():
+    font, name = viz._font(), "edited/accordion/image_0001.jpg"  # photos/accordion/image_0001.jpg exists too
+    assert font.getlength(name) > 200
+    assert viz._shorten_name(name, font, 200) == "edited/…/image_0001.jpg"
+    assert viz._shorten_name("accordion/image_0001.jpg", font, 200) == "accordion/image_0001.jpg"
+
+
 def test_grid_draws_a_name_that_is_not_utf8(tmp_path):
     folder = os.fsencode(tmp_path) + b"/caf\xe9"
     os.mkdir(folder)

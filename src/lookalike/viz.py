@@ -72,11 +72,26 @@ def _shorten(text: str, font, width: int) -> str:
     return "…" + text
 
 
+def _shorten_name(name: str, font, width: int) -> str:
+    """A short name cut to ``width``: its middle folders go first (``edited/…/image_0001.jpg``).
+
+    The first component of a short name is the one that tells it apart, the last is the file.
+    """
+    parts = name.split("/")
+    if font.getlength(name) <= width or len(parts) < 3:
+        return _shorten(name, font, width)
+    for keep in range(len(parts) - 2, 0, -1):  # keep as many of the folders next to the file as fit
+        text = "/".join([parts[0], "…"] + parts[len(parts) - keep :])
+        if font.getlength(text) <= width:
+            return text
+    return _shorten("/".join([parts[0], "…", parts[-1]]), font, width)
+
+
 def draw_caption(draw: ImageDraw.ImageDraw, x: int, y: int, line1: str, line2: str, width: int) -> None:
     """Draw a tile's two caption lines with their top-left corner at ``(x, y)``, cut to ``width``."""
     font = _font()
     draw.text((x, y + 2), _shorten(line1, font, width), fill=_INK, font=font)
-    draw.text((x, y + 17), _shorten(line2, font, width), fill=(90, 90, 90), font=font)
+    draw.text((x, y + 17), _shorten_name(line2, font, width), fill=(90, 90, 90), font=font)
 
 
 def cell_origin(i: int, columns: int, side: int) -> tuple[int, int]:
@@ -278,9 +293,9 @@ def draw_map(points, paths: Sequence, labels: Sequence[str], *, size: int = 2400
     A point ``(x, y)`` in ``[0, 1]²`` is drawn centred at ``m + (x, y) * (size - 2m)`` with
     ``m = thumb``. With more than one label, each thumbnail gets a frame in its label's colour
     (:func:`label_colours`: nearby clusters differ) and each label is written, outlined, at the
-    median position of its points. A legend on the right lists labels and counts when there are
-    at most ``LEGEND_MAX`` (and they fit the height); with more, the names at the cluster
-    centres are the only key and the canvas is ``size`` square.
+    median position of its points. A legend on the right lists the labels (alphabetically) with
+    their counts when there are at most ``LEGEND_MAX`` and they fit the height; with more, the
+    names at the cluster centres are the only key and the canvas is ``size`` square.
 
     Parameters
     ----------
@@ -321,7 +336,8 @@ def draw_map(points, paths: Sequence, labels: Sequence[str], *, size: int = 2400
     legend = coloured and len(distinct) <= min(LEGEND_MAX, (size - 3 * row_h) // row_h)
     legend_w = 0
     if legend:
-        entries = [f"{lab} ({counts[lab]})" for lab in distinct]
+        listed = sorted(distinct, key=str.casefold)  # alphabetical: a name is found at a glance
+        entries = [f"{lab} ({counts[lab]})" for lab in listed]
         legend_w = int(max(font.getlength(e) for e in entries + [title]) + row_h + 3 * _PAD)
     sheet = Image.new("RGB", (size + legend_w, size), "white")
     draw = ImageDraw.Draw(sheet)
@@ -352,7 +368,7 @@ def draw_map(points, paths: Sequence, labels: Sequence[str], *, size: int = 2400
     if legend:
         lx = size + _PAD
         draw.text((lx, _PAD), title, fill=_INK, font=font)
-        for j, (lab, entry) in enumerate(zip(distinct, entries)):
+        for j, (lab, entry) in enumerate(zip(listed, entries)):
             y = _PAD + (j + 2) * row_h
             draw.rectangle((lx, y, lx + font.size, y + font.size), fill=colour[lab])
             draw.text((lx + row_h, y), entry, fill=_INK, font=font)
