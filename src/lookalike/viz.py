@@ -353,14 +353,12 @@ def draw_map(points, paths: Sequence, labels: Sequence[str], *, size: int = 2400
         for lab in distinct:
             w = int(font.getlength(lab)) + swatch + _PAD
             cx, cy = centres[lab]
-            for dy in (0, -1, 1, -2, 2, -3, 3):
-                x0, y0 = int(cx - w / 2), int(cy - row_h / 2 + dy * row_h)
+            x0 = int(min(max(0, cx - w / 2), size - w))  # inside the map area
+            for dy in (0, -1, 1, -2, 2, -3, 3, 0):  # the last: no free place, keep the centre
+                y0 = int(min(max(0, cy - row_h / 2 + dy * row_h), size - row_h))
                 box = (x0, y0, x0 + w, y0 + row_h)
                 if not any(_overlaps(box, b) for b in placed):
                     break
-            else:
-                x0, y0 = int(cx - w / 2), int(cy - row_h / 2)
-                box = (x0, y0, x0 + w, y0 + row_h)
             placed.append(box)
             sy = y0 + (row_h - swatch) // 2
             draw.rectangle((x0, sy, x0 + swatch, sy + swatch), fill=colour[lab], outline="white", width=2)
