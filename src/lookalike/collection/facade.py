@@ -228,6 +228,10 @@ class Collection(QueryMixin):
             raise CollectionError(f"{path} is a file, not a collection folder. Pass the folder given to "
                                   "`lookalike index ... --db`.")
         manifest, segments, errors, stamp = _load(path, verify)
+        if encoder is not None:
+            from ..encoders import canonical_name
+
+            encoder = canonical_name(encoder)  # onnx:PATH compares by its absolute path
         if encoder is not None and encoder != manifest["encoder"]:
             raise CollectionError(
                 f"{path} was built with encoder {manifest['encoder']!r}, not {encoder!r}. Embeddings of different "
