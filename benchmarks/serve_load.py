@@ -1,12 +1,19 @@
-"""Load test of `lookalike serve` on loopback (not a test).
+"""Load test of `lookalike serve` on loopback, and the attack pass of issue 18 (not a test).
 
     python benchmarks/serve_load.py [--clients 32] [--seconds 30] [--abuse]
+    python benchmarks/serve_load.py --attacks [--images 2986] [--src OLD/src --label before]
 
 Starts the server in a subprocess on 127.0.0.1 over a collection (by default 600 Caltech-101
 images indexed into benchmarks/.cache), then runs N concurrent clients for a fixed time,
 mixing image uploads, id searches and thumbnails; with --abuse it also mixes in damaged
 uploads, oversized bodies and path-traversal attempts. Reports req/s, p50/p99 latency,
 status counts, 5xx (must be 0) and the server's peak RSS; writes benchmarks/results/serve-*.json.
+With --attacks it runs each attack of issue 18 against a fresh server process (duplicates at
+threshold 0.2 while /healthz is probed, strict duplicates, a 100-megapixel PNG upload alone and
+16 at once, 300 connections that never finish their headers, malformed ids, HEAD, a foreign
+Host header, SIGTERM during a duplicate search, a busy port, and a re-index while serving) and
+writes benchmarks/results/serve-attacks-LABEL.json; --src runs the server from another source
+tree (e.g. `git archive fa34b84 src | tar -x -C /tmp/old`) for the "before" column.
 Traffic goes only to 127.0.0.1; every loop is bounded in time.
 """
 
@@ -35,14 +42,22 @@ TRAVERSALS = ["/api/images/../../etc/passwd", "/api/images/%2e%2e%2f%2e%2e%2fetc
               "/api/images/%2Fetc%2Fpasswd", "/static/../../etc/passwd"]
 
 
-def _collection(n: int) -> Path:
-    db = HERE / ".cache" / f"serve-db-{n}"
-    if not (db / "manifest.json").exists():
-        from lookalike import Collection
+def _env(src: str | None) -> dict:
+    return {**os.environ, "PYTHONPATH": src} if src else dict(os.environ)
 
+
+def _collection(n: int, src: str | None = None, label: str = "") -> Path:
+    """A collection of n Caltech-101 images (seeded pick), built by the code at ``src`` (default: this one)."""
+    db = HERE / ".cache" / (f"serve-db-{n}-{label}" if src else f"serve-db-{n}")
+    if not (db / "manifest.json").exists():
         files = sorted((DATA / "caltech101").rglob("*.jpg"))
         pick = np.random.default_rng(0).choice(len(files), n, replace=False)
-        Collection.create(db).add([files[i] for i in sorted(pick)])
+        listing = db.parent / f"{db.name}.txt"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        listing.write_text("\n".join(str(files[i]) for i in sorted(pick)))
+        subprocess.run([sys.executable, "-c", "import sys; from lookalike import Collection; "
+                        "Collection.create(sys.argv[1]).add(open(sys.argv[2]).read().splitlines())",
+                        str(db), str(listing)], check=True, env=_env(src))
     return db
 
 
@@ -126,7 +141,15 @@ def main():
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--abuse", action="store_true")
+    ap.add_argument("--attacks", action="store_true", help="run the attack pass instead of the load test")
+    ap.add_argument("--src", help="run the server from this source tree (PYTHONPATH), for before/after")
+    ap.add_argument("--only", help="comma-separated attacks to run again (merged into the existing results)")
+    ap.add_argument("--label", default="after", help="name of the attack results (serve-attacks-LABEL.json)")
     args = ap.parse_args()
+    if args.attacks:
+        from serve_attacks import attacks
+
+        return attacks(args, _collection(args.images, args.src, args.label), _env(args.src))
     db = _collection(args.images)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

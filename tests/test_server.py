@@ -281,3 +281,43 @@ def test_empty_collection(tmp_path):
         r = c.post("/api/search", json={"id": 0})
         assert r.status_code == 409 and "empty" in r.json()["detail"]
         assert _poll(c, "/api/duplicates").json()["total_groups"] == 0
+
+
+def test_live_collection_keeps_serving_when_a_reopen_fails(tmp_path, image_folder, monkeypatch):
+    import lookalike.server.live as live_mod
+    from lookalike.collection import CorruptCollectionError
+
+    db = tmp_path / "db"
+    Collection.open_or_create(db).index(image_folder)
+    live = live_mod.LiveCollection(db, check_interval=0.0)
+    old = live.get()
+    synthetic_image(77).save(image_folder / "cats" / "new_77.png")
+    Collection.open_or_create(db).index(image_folder)
+    def racing(*args, **kwargs):
+        raise CorruptCollectionError("a commit swapped the files under this open")
+
+    monkeypatch.setattr(live_mod.Collection, "open", racing)
+    assert live.refresh() is False
+    assert live.get() is old and len(old) == 12 and "swapped" in live.last_error
+    monkeypatch.undo()
+    assert live.refresh() is True
+    assert len(live.get()) == 13 and live.switches == 1 and live.last_error is None
+    assert len(old) == 12 and old.search_vectors(old.embeddings[0][None, :], 3)[0][0].id == int(old.ids[0])
+    assert live.refresh() is False  # nothing new: no reopen
+
+
+def test_undecodable_file_names_are_shown_escaped(tmp_path, image_folder):
+    """A Latin-1 file name (not UTF-8) is served and shown escaped, never a 500."""
+    import os
+
+    synthetic_image(50).save(image_folder / "cats" / os.fsdecode(b"caf\xe9.png"))
+    Collection.create(tmp_path / "db").index(image_folder)
+    with TestClient(create_app(tmp_path / "db")) as c:
+        r = c.post("/api/search?k=1", files={"image": ("q.png", _png(50), "image/png")})
+        assert r.status_code == 200, r.text
+        top = r.json()["results"][0]
+        assert top["name"] == "caf\\xe9.png" and top["path"].endswith("/cats/caf\\xe9.png")
+        assert c.get(top["image_url"]).status_code == 200 and c.get(top["thumb_url"]).status_code == 200
+        r = c.post("/api/search", json={"id": top["id"], "k": 1})
+        assert r.status_code == 200 and r.json()["query"]["name"] == "caf\\xe9.png"
+        assert c.post("/api/search", json={"id": 10**30}).status_code == 404

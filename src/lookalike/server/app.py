@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import images
+from ..collection import display
 from . import schemas
 from .duplicates import MAX_PAIRS, DuplicateJobs
 from .guard import HostCheck
@@ -96,12 +97,13 @@ def _json_id_query(body: bytes, k: int) -> tuple[int, int]:
 
 
 def _group_json(g) -> dict:
-    members = [{"id": i, "name": Path(p).name, "path": p, "thumb_url": f"/api/thumbs/{i}", "keeper": i == g.keeper}
-               for i, p in zip(g.ids[:MAX_GROUP_MEMBERS], g.paths[:MAX_GROUP_MEMBERS])]
+    def member(i, p):
+        return {"id": i, "name": display(Path(p).name), "path": display(p), "thumb_url": f"/api/thumbs/{i}",
+                "keeper": i == g.keeper}
+
+    members = [member(i, p) for i, p in zip(g.ids[:MAX_GROUP_MEMBERS], g.paths[:MAX_GROUP_MEMBERS])]
     if g.keeper not in g.ids[:MAX_GROUP_MEMBERS]:
-        k = g.ids.index(g.keeper)
-        members.append({"id": g.keeper, "name": Path(g.paths[k]).name, "path": g.paths[k],
-                        "thumb_url": f"/api/thumbs/{g.keeper}", "keeper": True})
+        members.append(member(g.keeper, g.paths[g.ids.index(g.keeper)]))
     return {"ids": g.ids[:MAX_GROUP_MEMBERS], "size": len(g.ids), "keeper": g.keeper, "min_score": g.min_score,
             "pair_count": len(g.pairs), "pairs": [list(p) for p in g.pairs[:MAX_GROUP_PAIRS]], "members": members}
 
@@ -138,8 +140,9 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     thumbs = _ThumbCache(THUMB_CACHE_ITEMS)
     thumb_slots = threading.BoundedSemaphore(THUMB_WORKERS)
 
-    def hit_json(h):
-        return {**h.to_dict(), "name": Path(h.path).name, "image_url": f"/api/images/{h.id}",
+    def hit_json(h):  # file names are data: undecodable bytes shown escaped (display), never a 500
+        return {**h.to_dict(), "path": display(h.path), "label": display(h.label) if h.label else h.label,
+                "name": display(Path(h.path).name), "image_url": f"/api/images/{h.id}",
                 "thumb_url": f"/api/thumbs/{h.id}"}
 
     def record_or_404(col, image_id: int) -> dict:
@@ -193,7 +196,7 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
             image_id, k = _json_id_query(body, k)
             rec = record_or_404(col, image_id)
             vector = col.embeddings[col.row_of_id(image_id)]
-            query = {"id": image_id, "name": Path(rec["path"]).name, "thumb_url": f"/api/thumbs/{image_id}"}
+            query = {"id": image_id, "name": display(Path(rec["path"]).name), "thumb_url": f"/api/thumbs/{image_id}"}
         else:
             request._body = body  # starlette parses the form from the cached body
             try:

@@ -67,6 +67,7 @@ class LiveCollection:
         self._col = Collection.open(self.path, read_only=True)
         _warm(self._col)
         self._encoder = None
+        self._encoder_lock = threading.Lock()
         self._next_check = time.monotonic() + check_interval
         self._reopening: threading.Thread | None = None
         self.switches = 0
@@ -131,5 +132,8 @@ class LiveCollection:
         """The encoder for uploads: loaded once, kept across generations with the same model."""
         enc = self._encoder
         if enc is None:
-            enc = self._encoder = self._col.encoder
+            with self._encoder_lock:  # two upload workers must not both load the model
+                enc = self._encoder
+                if enc is None:
+                    enc = self._encoder = self._col.encoder
         return enc

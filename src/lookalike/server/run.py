@@ -37,6 +37,7 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as err:
         raise ServeError(f"Cannot serve on {host!r}: {err.strerror}; give an address such as 127.0.0.1.") from None
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first: "localhost" may list ::1 first
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-# Worker threads decoding uploads. A 100-megapixel upload (the pixel cap) takes ~300 MB while it
-# decodes, so this bounds the decode memory to ~600 MB; the CNN runs one upload at a time anyway.
-UPLOAD_WORKERS = 2
+# Worker threads decoding and embedding uploads. A 100-megapixel upload (the pixel cap) takes
+# ~800 MB while it decodes; with 2 workers 16 such uploads peaked at 1.87 GB instead of 1.0 GB,
+# and the CNN runs one upload at a time on every core anyway.
+UPLOAD_WORKERS = 1
 # Uploads waiting or running at once; one more gets 429. Each holds its body (<= the upload cap).
 UPLOAD_QUEUE = 16
 
