@@ -14,6 +14,8 @@ from lookalike import viz
 from lookalike.dupes import Group
 from lookalike.names import short_names
 from lookalike.search import Hit
+from lookalike.viz.map import _colour_distance
+from lookalike.viz.tiles import _CAPTION, _INK, _KEEP, _PAD, _font, _shorten_name
 
 # --- names -------------------------------------------------------------------------------
 
@@ -56,7 +58,7 @@ def _same_name_in_two_folders(tmp_path):
 
 
 def _caption_band(line1, line2, side):
-    band = Image.new("RGB", (side, viz._CAPTION), "white")
+    band = Image.new("RGB", (side, _CAPTION), "white")
     viz.draw_caption(ImageDraw.Draw(band), 0, 0, line1, line2, side)
     return np.asarray(band)
 
@@ -72,16 +74,16 @@ def test_grid_names_two_image_0001_apart_and_draws_those_names(tmp_path):
     grid = np.asarray(Image.open(out).convert("RGB"))
     for i, t in enumerate(tiles):  # the caption under each thumbnail is exactly those two lines
         x, y = viz.cell_origin(i, len(tiles), 160)
-        assert np.array_equal(grid[y + 160 : y + 160 + viz._CAPTION, x : x + 160], _caption_band(t.line1, t.line2, 160))
+        assert np.array_equal(grid[y + 160 : y + 160 + _CAPTION, x : x + 160], _caption_band(t.line1, t.line2, 160))
     assert not np.array_equal(_caption_band("#1  score 0.910", "image_0001.jpg", 160),
                               _caption_band("#1  score 0.910", "airplanes/image_0001.jpg", 160))
 
 
 def test_a_long_name_keeps_the_folder_that_tells_it_apart():
-    font, name = viz._font(), "edited/accordion/image_0001.jpg"  # photos/accordion/image_0001.jpg exists too
+    font, name = _font(), "edited/accordion/image_0001.jpg"  # photos/accordion/image_0001.jpg exists too
     assert font.getlength(name) > 200
-    assert viz._shorten_name(name, font, 200) == "edited/…/image_0001.jpg"
-    assert viz._shorten_name("accordion/image_0001.jpg", font, 200) == "accordion/image_0001.jpg"
+    assert _shorten_name(name, font, 200) == "edited/…/image_0001.jpg"
+    assert _shorten_name("accordion/image_0001.jpg", font, 200) == "accordion/image_0001.jpg"
 
 
 def test_grid_draws_a_name_that_is_not_utf8(tmp_path):
@@ -92,14 +94,14 @@ def test_grid_draws_a_name_that_is_not_utf8(tmp_path):
     tiles = viz.grid_tiles(b"query-bytes", [Hit(rank=1, score=0.5, id=0, path=path, label="caf\\xe9")])
     assert [t.line2 for t in tiles] == ["uploaded image", "caf\\xe9/image_0001.jpg"]
     out = viz.result_grid(path, [Hit(1, 0.5, 0, path, "x")], tmp_path / "g.png")  # draws, no UnicodeEncodeError
-    assert Image.open(out).size == (2 * (viz.THUMB + viz._PAD) + viz._PAD, viz.THUMB + viz._CAPTION + 2 * viz._PAD)
+    assert Image.open(out).size == (2 * (viz.THUMB + _PAD) + _PAD, viz.THUMB + _CAPTION + 2 * _PAD)
 
 
 # --- duplicate sheet ---------------------------------------------------------------------
 
 
 def _green_box(arr):
-    ys, xs = np.nonzero(np.all(arr == viz._KEEP, axis=-1))
+    ys, xs = np.nonzero(np.all(arr == _KEEP, axis=-1))
     return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
 
 
@@ -110,12 +112,12 @@ def test_sheet_of_pairs_is_as_wide_as_two_large_thumbnails(tmp_path):
     sheet = np.asarray(Image.open(viz.duplicate_sheet(groups, tmp_path / "s.png")).convert("RGB"))
     height, width = sheet.shape[:2]
     assert 400 <= width <= 600  # was 1,352 px for pairs
-    assert viz.SHEET_THUMB >= 200 and 2 * viz.SHEET_THUMB <= width <= 2 * viz.SHEET_THUMB + 4 * viz._PAD
+    assert viz.SHEET_THUMB >= 200 and 2 * viz.SHEET_THUMB <= width <= 2 * viz.SHEET_THUMB + 4 * _PAD
     # the keeper's green frame encloses a thumbnail at least 200 px a side, in the first column
     x0, y0, x1, y1 = _green_box(sheet[: height // 2])
-    assert x1 - x0 >= 200 and y1 - y0 >= 200 and x0 <= viz._PAD
+    assert x1 - x0 >= 200 and y1 - y0 >= 200 and x0 <= _PAD
     x0, _, x1, _ = _green_box(sheet[height // 2 :])  # one keeper mark in the second group too
-    assert x0 <= viz._PAD and x1 - x0 <= viz.SHEET_THUMB
+    assert x0 <= _PAD and x1 - x0 <= viz.SHEET_THUMB
 
 
 def test_sheet_tiles_carry_keeper_mark_score_and_short_name(tmp_path):
@@ -124,13 +126,13 @@ def test_sheet_tiles_carry_keeper_mark_score_and_short_name(tmp_path):
     g = Group(ids=[1, 2, 3], paths=[a1, b1, a2], keeper=2, pairs=[(1, 3, 0.95), (1, 2, 0.92)])
     tiles = viz.group_tiles(g)
     assert [t.source for t in tiles] == [b1, a1, a2]
-    assert tiles[0].badge == "KEEP" and tiles[0].frame == viz._KEEP
+    assert tiles[0].badge == "KEEP" and tiles[0].frame == _KEEP
     assert tiles[1].badge == "0.920" and "to keeper" in tiles[1].line1
     assert tiles[2].badge == "≥0.920" and "weakest 0.920" in tiles[2].line1  # the group's weakest link
     assert [t.line2 for t in tiles] == ["airplanes/image_0001.jpg", "accordion/image_0001.jpg",
                                         "accordion/image_0002.jpg"]
     sheet = Image.open(viz.duplicate_sheet([g], tmp_path / "s.png", side=200)).convert("RGB")
-    assert sheet.width == 3 * (200 + viz._PAD) + viz._PAD
+    assert sheet.width == 3 * (200 + _PAD) + _PAD
     arr = np.asarray(sheet)
     # the badge on the second thumbnail: white score text on a dark plate at its top-left corner
     x, y = viz.cell_origin(1, 3, 200)
@@ -183,7 +185,7 @@ def test_map_frames_neighbouring_clusters_in_clearly_different_colours(image_fol
     assert len(set(colour.values())) == 20  # a 16-colour palette cycled repeats four
     grid = {centres[lab]: lab for lab in centres}
     xs, ys = sorted({c[0] for c in grid}), sorted({c[1] for c in grid})
-    closest = min(viz._colour_distance(colour[grid[(xs[i], ys[j])]], colour[grid[(xs[i + di], ys[j + dj])]])
+    closest = min(_colour_distance(colour[grid[(xs[i], ys[j])]], colour[grid[(xs[i + di], ys[j + dj])]])
                   for i in range(len(xs)) for j in range(len(ys)) for di, dj in ((1, 0), (0, 1), (1, 1))
                   if i + di < len(xs) and j + dj < len(ys))
     assert closest > 150, closest  # side by side, no two clusters in near-identical colours
@@ -194,7 +196,7 @@ def test_map_names_each_cluster_at_its_centre(image_folder):
     points, paths, labels, centres = _clustered(image_folder, 8, size)
     picture = viz.draw_map(points, paths, labels, size=size, thumb=thumb)
     arr = np.asarray(picture)
-    ink = np.all(arr == viz._INK, axis=-1)
+    ink = np.all(arr == _INK, axis=-1)
     for lab, c in centres.items():
         cx, cy = (int(v) for v in _px(c, size, thumb))
         near = ink[cy - 30 : cy + 30, cx - 120 : cx + 120]
@@ -215,7 +217,7 @@ def test_map_drops_the_legend_for_many_labels_and_keeps_the_names(image_folder):
     points, paths, labels, _ = _clustered(image_folder, viz.LEGEND_MAX + 1, size)
     picture = viz.draw_map(points, paths, labels, size=size, thumb=24)
     assert picture.size == (size, size)
-    ink = np.all(np.asarray(picture) == viz._INK, axis=-1)
+    ink = np.all(np.asarray(picture) == _INK, axis=-1)
     assert ink.sum() > 100 * (viz.LEGEND_MAX + 1)
 
 
