@@ -150,12 +150,12 @@ def main():
         from serve_attacks import attacks
 
         return attacks(args, _collection(args.images, args.src, args.label), _env(args.src))
-    db = _collection(args.images)
+    db = _collection(args.images, args.src, args.label)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(args.src))
     try:
         import httpx
 
@@ -186,7 +186,8 @@ def main():
               "server_rss_mb_end": round(rss[-1]),
               "per_kind": {k: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)) * 1000, 1),
                                "p99_ms": round(float(np.percentile(v, 99)) * 1000, 1)} for k, v in lat.items()}}
-    out = HERE / "results" / f"serve-{'abuse' if args.abuse else 'normal'}.json"
+    label = "" if args.label == "after" and not args.src else f"-{args.label}"
+    out = HERE / "results" / f"serve-{'abuse' if args.abuse else 'normal'}{label}.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     print("\n| mix | clients | s | requests | req/s | p50 ms | p99 ms | 5xx | unexpected | server RSS MB (start/max/end) |")
