@@ -122,15 +122,21 @@ def test_sheet_of_pairs_is_as_wide_as_two_large_thumbnails(tmp_path):
 
 def test_sheet_tiles_carry_keeper_mark_score_and_short_name(tmp_path):
     a1, b1, a2 = _same_name_in_two_folders(tmp_path)
-    # 2 is the keeper; 1 is linked to it directly, 3 only through 1
+    # 2 is the keeper; 1 is linked to it directly, 3 only through 1; group without pairs: no scores known
     g = Group(ids=[1, 2, 3], paths=[a1, b1, a2], keeper=2, pairs=[(1, 3, 0.95), (1, 2, 0.92)])
     tiles = viz.group_tiles(g)
     assert [t.source for t in tiles] == [b1, a1, a2]
     assert tiles[0].badge == "KEEP" and tiles[0].frame == _KEEP
     assert tiles[1].badge == "0.920" and "to keeper" in tiles[1].line1
-    assert tiles[2].badge == "≥0.920" and "weakest 0.920" in tiles[2].line1  # the group's weakest link
+    assert tiles[2].badge == "via 0.920" and "via others" in tiles[2].line1  # the chain's weakest step
     assert [t.line2 for t in tiles] == ["airplanes/image_0001.jpg", "accordion/image_0001.jpg",
                                         "accordion/image_0002.jpg"]
+    # a chain 2 -0.97- 1 -0.95- 3 beside a weaker branch 1 -0.90- 4: 3 shows 0.95, not the group's 0.90
+    chain = Group(ids=[1, 2, 3, 4], paths=[a1, b1, a2, a1 + "x"], keeper=2,
+                  pairs=[(1, 2, 0.97), (1, 3, 0.95), (1, 4, 0.90)])
+    assert [t.badge for t in viz.group_tiles(chain)] == ["KEEP", "0.970", "via 0.950", "via 0.900"]
+    bare = Group(ids=[1, 2], paths=[a1, b1], keeper=1)
+    assert [t.badge for t in viz.group_tiles(bare)] == ["KEEP", "via"]
     sheet = Image.open(viz.duplicate_sheet([g], tmp_path / "s.png", side=200)).convert("RGB")
     assert sheet.width == 3 * (200 + _PAD) + _PAD
     arr = np.asarray(sheet)

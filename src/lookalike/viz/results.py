@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,14 +45,37 @@ def result_grid(query, hits: Sequence, out: str | os.PathLike, *, columns: int =
     return _save(tile_grid(grid_tiles(query, hits), side=side, columns=columns), out)
 
 
+def _chain_to_keeper(group) -> dict[int, float]:
+    """For each member, the best chain of pairs to the keeper, scored by its weakest step (widest path)."""
+    links: dict[int, list[tuple[int, float]]] = {}
+    for a, b, s in group.pairs:
+        links.setdefault(a, []).append((b, s))
+        links.setdefault(b, []).append((a, s))
+    best = {group.keeper: float("inf")}
+    heap = [(-best[group.keeper], group.keeper)]
+    while heap:
+        width, u = heapq.heappop(heap)
+        if -width < best[u]:
+            continue
+        for v, s in links.get(u, ()):
+            w = min(-width, s)
+            if w > best.get(v, float("-inf")):
+                best[v] = w
+                heapq.heappush(heap, (-w, v))
+    del best[group.keeper]
+    return best
+
+
 def group_tiles(group, names: dict[str, str] | None = None, *, max_members: int | None = None) -> list[Tile]:
     """The tiles of one duplicate group: the keeper first (green ``KEEP``), then each member with its score.
 
-    A member's score is its similarity to the keeper; a member linked to the keeper only through
-    others shows the group's weakest link instead (``≥`` that, through the chain).
+    A member's score is its similarity to the keeper. A member with no pair to the keeper (the
+    group is a chain of pairs above the threshold) shows ``via`` and the weakest step of its
+    best chain to the keeper: its own similarity to the keeper may be lower.
     """
     names = names or dict(zip(group.paths, short_names(group.paths)))
     to_keeper = {(y if x == group.keeper else x): s for x, y, s in group.pairs if group.keeper in (x, y)}
+    chain = _chain_to_keeper(group)
     order = [group.keeper] + [i for i in group.ids if i != group.keeper]
     tiles = []
     for i in order[:max_members]:
@@ -60,9 +84,10 @@ def group_tiles(group, names: dict[str, str] | None = None, *, max_members: int 
             tiles.append(Tile(path, "keep (suggested)", names[path], badge="KEEP", frame=_KEEP))
         elif i in to_keeper:
             tiles.append(Tile(path, f"{to_keeper[i]:.3f} to keeper", names[path], badge=f"{to_keeper[i]:.3f}"))
-        else:
-            weakest = f"{group.min_score:.3f}"
-            tiles.append(Tile(path, f"via others, weakest {weakest}", names[path], badge=f"≥{weakest}"))
+        elif i in chain:
+            tiles.append(Tile(path, f"via others, steps ≥ {chain[i]:.3f}", names[path], badge=f"via {chain[i]:.3f}"))
+        else:  # no pairs recorded: only the group's weakest link is known
+            tiles.append(Tile(path, f"group's weakest link {group.min_score:.3f}", names[path], badge="via"))
     return tiles
 
 
