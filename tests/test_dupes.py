@@ -160,3 +160,23 @@ def test_exact_pairs_cap_keeps_the_best(monkeypatch):
     assert np.isclose(s.min(), np.sort(s_all)[-300])
     found = dupes._exact_scan(X, 0.0, max_pairs=300)
     assert found.truncated and not dupes._exact_scan(X, 0.999, max_pairs=300).truncated
+
+
+def test_lsh_pairs_in_query_blocks_match_the_self_query(monkeypatch):
+    import lookalike.dupes as dupes
+    from lookalike.datasets import clustered_vectors
+    from lookalike.lsh import LSHIndex
+
+    monkeypatch.setattr(dupes, "LSH_QUERY_ROWS", 700)
+    X = clustered_vectors(3000, 64, n_clusters=30, intrinsic_dim=8, seed=1)
+    index = LSHIndex(target_recall=0.98).fit(X)
+    a, b, _ = exact_pairs(X, 0.95)
+    seen = []
+    la, lb, ls = dupes.lsh_pairs(index, lambda i: int(i), 0.95, vectors=X, ids=np.arange(3000), progress=seen.append)
+    exact = set(zip(a.tolist(), b.tolist()))
+    found = set(zip(la.tolist(), lb.tolist()))
+    assert found <= exact and len(found) == len(la)  # each pair once, row a < row b
+    assert len(found & exact) / len(exact) >= 0.9
+    assert seen[-1] == 1.0 and len(seen) >= 5
+    top = dupes.lsh_pairs(index, lambda i: int(i), 0.95, vectors=X, ids=np.arange(3000), max_pairs=50)[2]
+    assert len(top) == 50 and np.isclose(top.min(), np.sort(ls)[-50])
