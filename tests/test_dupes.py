@@ -83,7 +83,7 @@ def test_cli_formats_and_sheet(tmp_path, dup_folder):
     assert len(data["groups"]) == 3 and all(len(g["ids"]) == 2 for g in data["groups"])
     res = runner.invoke(app, ["dupes", "--db", db, "--threshold", "0.85", "--format", "csv"])
     lines = res.output.strip().splitlines()
-    assert lines[0] == "group,id,path,keeper,min_score" and len(lines) == 7
+    assert lines[0].startswith("group,id,path,keeper,min_score,tier,role,score_to_keeper,") and len(lines) == 7
     sheet = tmp_path / "sheet.png"
     res = runner.invoke(app, ["dupes", "--db", db, "--threshold", "0.85", "--sheet", str(sheet)])
     assert res.exit_code == 0 and "3 duplicate groups" in res.output
@@ -97,8 +97,12 @@ def test_cli_formats_and_sheet(tmp_path, dup_folder):
     db2 = str(tmp_path / "db2")
     assert runner.invoke(app, ["index", str(copies), "--db", db2]).exit_code == 0
     res = runner.invoke(app, ["dupes", "--db", db2, "--against", db, "--threshold", "0.85", "--format", "json"])
-    pairs = json.loads(res.output)
-    assert len(pairs) == 3 and all("copy_" in p["path_a"] and "orig_" in p["path_b"] for p in pairs)
+    groups = json.loads(res.output)["groups"]  # one group per image of db2, its match in db the keeper
+    assert len(groups) == 3 and all(g["tier"] == "near" for g in groups)
+    for g in groups:
+        roles = {m["role"]: m for m in g["members"]}
+        assert "copy_" in roles["act"]["path"] and not roles["act"]["in_other"]
+        assert "orig_" in roles["keep"]["path"] and roles["keep"]["in_other"]
 
 
 def test_strict_with_several_groups(tmp_path, dup_folder):

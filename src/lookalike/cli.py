@@ -323,64 +323,181 @@ def dupes(
     against: Annotated[Optional[Path], typer.Option(help="Another collection: report images duplicated there.")] = None,
     sheet: Annotated[Optional[Path], typer.Option(help="Write a PNG with one row of thumbnails per group.")] = None,
     exact: Annotated[bool, typer.Option("--exact", help="Force the exact all-pairs scan.")] = False,
+    tier: Annotated[str, typer.Option(help="exact (byte-identical files), near (similar images) or all.")] = "all",
+    keep: Annotated[str, typer.Option(
+        help="Which file of a group to keep: pixels (most pixels, then oldest, then path), largest (bytes), oldest, "
+        "newest or shortest-path.")] = "pixels",
+    reference: Annotated[Optional[list[Path]], typer.Option(
+        help="Folder whose files are always kept, never acted on (repeatable).")] = None,
+    ignore: Annotated[Optional[list[str]], typer.Option(
+        help="Remember that these image ids are not duplicates (--ignore 3,7); later runs respect it.")] = None,
+    apply: Annotated[Optional[str], typer.Option(
+        help="Act on the duplicates: move (with --to), trash, hardlink, symlink or delete. A dry run unless --yes.")
+    ] = None,
+    to: Annotated[Optional[Path], typer.Option(
+        help="--apply move: the folder the duplicates go to (each keeps its path under its indexed folder).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do the --apply plan (without it: print the plan only).")] = False,
 ):
-    """Report near-duplicate groups with a suggested keeper (most pixels, then oldest). Never deletes files."""
-    import csv
+    """Report duplicate groups (exact copies first, then near duplicates) with a keeper; act on them with --apply.
 
-    from .collection import display
+    Only members that score at or above the threshold against the keeper itself are acted on. Every action is
+    journaled in the collection first; `lookalike undo` restores moves, trash and links (deletes are final).
+    """
+    from . import actions
+    from .dupes import KEEP_RULES, TIERS, review_groups
 
     if fmt not in ("table", "json", "csv"):
         _fail(f"--format must be table, json or csv, not {fmt!r}")
-    col = _open(db, read_only=True)
+    if tier not in TIERS:
+        _fail(f"--tier must be one of {', '.join(TIERS)}, not {tier!r}")
+    if keep not in KEEP_RULES:
+        _fail(f"--keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
+    if apply is not None and apply not in actions.ACTIONS:
+        _fail(f"--apply must be one of {', '.join(actions.ACTIONS)}, not {apply!r}")
+    if (to is not None or yes) and apply is None:
+        _fail("--to and --yes go with --apply (e.g. --apply move --to DIR --yes)")
+    col = _open(db, read_only=not (apply and yes))
     other = _open(against, read_only=True) if against else None
     try:
-        result = col.duplicates(threshold, strict=strict, method="exact" if exact else "auto", against=other)
-    except ValueError as e:
+        if ignore:
+            ids = [int(x) for part in ignore for x in part.replace(",", " ").split()]
+            hashes = actions.remember_not_duplicates(col, ids)
+            err.print(f"remembered: images {', '.join(map(str, ids))} are not duplicates "
+                      f"({len(hashes)} distinct files; stored in {col.path / actions.DECISIONS_FILE})", highlight=False)
+        groups = review_groups(col, threshold, tier=tier, keep=keep, strict=strict,
+                               reference=[str(r.expanduser().resolve()) for r in reference or []],
+                               ignored=actions.load_decisions(col.path), method="exact" if exact else "auto",
+                               against=other)
+        plan = actions.make_plan(col, groups, apply, to=to) if apply else None
+    except (ValueError, actions.ActionError) as e:
         _fail(str(e))
-    if other is not None:  # pairs between two collections
-        if fmt == "json":
-            print(json.dumps([vars(p) for p in result], indent=2))
-        elif fmt == "csv":
-            w = csv.writer(sys.stdout)
-            w.writerow(["score", "path", "duplicate_in_other"])
-            for p in result:
-                w.writerow([f"{p.score:.6f}", display(p.path_a), display(p.path_b)])
-        else:
-            rows = []
-            for p in result:
-                rows += [[f"{p.score:.4f}", "this", display(p.path_a)], ["", "other", display(p.path_b)]]
-            _records(["score", "in", "path"], rows if sys.stdout.isatty() else
-                     [[f"{p.score:.4f}", display(p.path_a), display(p.path_b)] for p in result],
-                     title=f"{len(result)} images duplicated in {against}")
-        return
-    groups = result
     if sheet is not None:
         from .viz import duplicate_sheet
 
         duplicate_sheet(groups, sheet)
-    if fmt == "json":
-        print(json.dumps({"threshold": threshold, "strict": strict, "groups": [g.to_dict() for g in groups]}, indent=2))
-    elif fmt == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(["group", "id", "path", "keeper", "min_score"])
-        for n, g in enumerate(groups, 1):
-            for i, p in zip(g.ids, g.paths):
-                w.writerow([n, i, display(p), int(i == g.keeper), f"{g.min_score:.6f}"])
-    else:
-        n_files = sum(len(g.ids) for g in groups)
-        (out if sys.stdout.isatty() else err).print(
-            f"{len(groups)} duplicate groups ({n_files} images, {n_files - len(groups)} could go) at threshold "
-            f"{threshold}, strongest first", highlight=False)
-        for n, g in enumerate(groups, 1):
-            rows = [[str(n), "keep" if i == g.keeper else "", str(i), f"{g.min_score:.4f}", display(p)]
-                    for i, p in zip(g.ids, g.paths)]
-            if sys.stdout.isatty():
-                _records(["", "id", "path"], [r[1:3] + [r[4]] for r in rows],
-                         title=f"group {n} ({len(g.ids)} images, weakest link {g.min_score:.3f})")
-            else:
-                _records(["group", "keep", "id", "weakest", "path"], rows)
+    if plan is not None:
+        return _dupes_apply(col, plan, yes, fmt)
+    _dupes_report(groups, threshold, strict, fmt, against)
     if sheet is not None and fmt == "table":
         out.print(f"sheet written to {sheet}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _dupes_report(groups, threshold, strict, fmt, against) -> None:
+    import csv
+    from datetime import datetime
+
+    from .collection import display
+
+    def when(m) -> str:
+        return datetime.fromtimestamp(m.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+
+    if fmt == "json":
+        print(json.dumps({"threshold": threshold, "strict": strict, "against": str(against) if against else None,
+                          "groups": [g.to_dict() for g in groups]}, indent=2))
+        return
+    if fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(["group", "id", "path", "keeper", "min_score", "tier", "role", "score_to_keeper", "identical",
+                    "size", "width", "height", "modified", "folder", "in_other"])
+        for n, g in enumerate(groups, 1):
+            for m in g.members:
+                w.writerow([n, m.id, display(m.path), int(m.role == "keep"), f"{g.min_score:.6f}", g.tier, m.role,
+                            f"{m.score:.6f}", int(m.identical), m.size, m.width, m.height, m.to_dict()["modified"],
+                            display(m.folder), int(m.in_other)])
+        return
+    n_act = sum(m.role == "act" for g in groups for m in g.members)
+    n_exact = sum(g.tier == "exact" for g in groups)
+    (out if sys.stdout.isatty() else err).print(
+        f"{len(groups)} duplicate groups ({n_exact} exact, {len(groups) - n_exact} near; {n_act} files could go) at "
+        f"threshold {threshold}" + (f", against {against}" if against else ""), highlight=False)
+    for n, g in enumerate(groups, 1):
+        rows = [[str(n), g.tier, m.role + ("=" if m.identical and m.role != "keep" else ""), str(m.id),
+                 f"{m.score:.4f}", _size(m.size), f"{m.width}x{m.height}", when(m),
+                 ("other: " if m.in_other else "") + display(m.path)] for m in g.members]
+        if sys.stdout.isatty():
+            what = "byte-identical" if g.tier == "exact" else f"weakest link {g.min_score:.3f}"
+            _records(["role", "id", "to keeper", "size", "pixels", "modified", "path"], [r[2:] for r in rows],
+                     title=f"group {n}: {g.tier} ({len(g.ids)} images, {what})")
+        else:
+            _records(["group", "tier", "role", "id", "to keeper", "size", "pixels", "modified", "path"], rows)
+    if groups and sys.stdout.isatty():
+        out.print("[dim]roles: keep; act = an --apply may touch it (= byte-identical to the keeper); reference; "
+                  "chained = below the threshold against the keeper (kept); ignored = marked not duplicates[/]",
+                  highlight=False)
+
+
+def _dupes_apply(col, plan, yes: bool, fmt: str) -> None:
+    from . import actions
+    from .collection import CollectionError, display
+
+    what = {"move": f"move to {plan.to}", "trash": "move to the trash", "hardlink": "replace by a hard link to the "
+            "keeper (the original goes to the trash)", "symlink": "replace by a symbolic link to the keeper (the "
+            "original goes to the trash)", "delete": "DELETE"}[plan.action]
+    note = ("deletes are final: undo cannot bring them back" if plan.final else
+            "undo with: lookalike undo" + ("" if plan.action == "move" else "; space is freed when the trash is "
+                                           "emptied"))
+    if not yes:
+        if fmt == "json":
+            print(json.dumps(dict(plan.to_dict(), dry_run=True), indent=2))
+            return
+        rows = [[str(s.group), display(s.path), "-> " + display(s.dest or s.keeper)] for s in plan.steps]
+        _records(["group", "file", "to / keeper"], [[r[0], r[2], r[1]] for r in rows],
+                 title=f"plan (dry run): {what}")
+        for p, r in plan.left_out:
+            err.print(f"[dim]left out[/] {display(p)}: {r}", highlight=False, soft_wrap=True)
+        out.print(f"{len(plan.steps)} files of {plan.groups} groups, {_size(plan.bytes)} to free; {note}. "
+                  "Nothing was changed: add --yes to do it.", highlight=False, soft_wrap=True)
+        return
+    try:
+        res = actions.apply_plan(col, plan)
+    except (CollectionError, actions.ActionError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted:[/] every action done so far is journaled; lookalike undo restores them.")
+        raise typer.Exit(130) from None
+    if fmt == "json":
+        print(json.dumps(res.to_dict(), indent=2))
+        return
+    for p, r in res.skipped:
+        err.print(f"[yellow]skipped[/] {display(p)}: {r}", highlight=False, soft_wrap=True)
+    out.print(f"run {res.run}: {plan.action} done for {len(res.done)} files ({_size(res.bytes)}), "
+              f"{len(res.skipped)} skipped; {note}", highlight=False, soft_wrap=True)
+
+
+@app.command("undo")
+def undo_cmd(
+    run_id: Annotated[Optional[str], typer.Argument(help="The run to undo (default: the last one not undone).")] = None,
+    db: DbOpt = DEFAULT_DB,
+    list_runs: Annotated[bool, typer.Option("--list", help="List the journaled runs instead.")] = False,
+):
+    """Undo a `dupes --apply` run: moved, trashed and linked files come back byte-identical (deletes are final)."""
+    from . import actions
+    from .collection import CollectionError, display
+
+    if list_runs:
+        col = _open(db, read_only=True)
+        _records(["run", "action", "files", "state", "to"],
+                 [[r["run"], str(r["action"]), str(r["done"]),
+                   "undone" if r["undone"] else "done" if r["finished"] else "interrupted", str(r["to"] or "")]
+                  for r in actions.runs(col.path)], title=f"runs journaled in {col.path}")
+        return
+    col = _open(db)
+    try:
+        res = actions.undo(col, run_id)
+    except (CollectionError, actions.ActionError) as e:
+        _fail(str(e))
+    for p, r in res.skipped:
+        err.print(f"[yellow]not restored[/] {display(p)}: {r}", highlight=False, soft_wrap=True)
+    out.print(f"run {res.run} undone: {len(res.done)} files restored, {len(res.skipped)} not", highlight=False,
+              soft_wrap=True)
 
 
 @app.command("map")

@@ -359,3 +359,264 @@ def group_pairs(col, pairs: list[Pair], *, strict: bool = False) -> list[Group]:
             groups.append(Group(ids=group, paths=[meta["path"][r] for r in rows], keeper=keeper, pairs=gp))
     groups.sort(key=lambda g: (-len(g.ids), g.ids[0]))
     return groups
+
+
+# ---------------------------------------------------------------- groups to act on
+TIERS = ("exact", "near", "all")
+KEEP_RULES = ("pixels", "largest", "oldest", "newest", "shortest-path")
+# Roles of a member in a ReviewGroup: only "act" members may be touched by an action.
+ROLES = ("keep", "act", "reference", "chained", "ignored", "other")
+
+
+@dataclass
+class Member:
+    """One image of a :class:`ReviewGroup`, with what a person needs to judge it."""
+
+    id: int
+    path: str
+    size: int
+    width: int
+    height: int
+    mtime_ns: int
+    content_hash: str
+    score: float  # cosine to the group's keeper (1.0 for the keeper itself)
+    identical: bool  # byte-identical to the keeper (same content hash)
+    role: str  # one of ROLES: keep, act (an action may touch it), reference, chained, ignored, other
+    in_other: bool = False  # from the ``against`` collection (its id is that collection's)
+
+    @property
+    def folder(self) -> str:
+        """The folder holding the file."""
+        import os
+
+        return os.path.dirname(self.path)
+
+    def to_dict(self) -> dict:
+        """Plain dict (JSON-ready), with ``folder`` and an ISO ``modified`` time (UTC)."""
+        from datetime import datetime, timezone
+
+        modified = datetime.fromtimestamp(self.mtime_ns / 1e9, timezone.utc).isoformat(timespec="seconds")
+        return {**asdict(self), "score": round(self.score, 6), "folder": self.folder, "modified": modified}
+
+
+@dataclass
+class ReviewGroup(Group):
+    """A :class:`Group` ready to act on: its tier, and every member's role, score to the keeper and facts.
+
+    A member may be acted on (role ``act``) only if it scores at or above the threshold
+    against the keeper itself (not only through a chain of other members), is not under a
+    reference folder, and was not marked "not duplicates" with the keeper.
+    """
+
+    tier: str = "near"  # "exact": byte-identical files; "near": similar images
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def min_score(self) -> float:
+        """The weakest link inside the group (1.0 for an exact group)."""
+        if self.tier == "exact":
+            return 1.0
+        return min((s for _, _, s in self.pairs), default=min((m.score for m in self.members), default=1.0))
+
+    def to_dict(self) -> dict:
+        """Plain dict (JSON-ready): tier, keeper, ids, paths, min_score, members, pairs."""
+        return {"tier": self.tier, "keeper": self.keeper, "min_score": round(self.min_score, 6), "ids": self.ids,
+                "paths": self.paths, "members": [m.to_dict() for m in self.members],
+                "pairs": [[a, b, round(s, 6)] for a, b, s in self.pairs]}
+
+
+def keep_key(rule: str) -> Callable[[dict], tuple]:
+    """Sort key (smallest first = keeper) of a keep rule over a member's facts.
+
+    Every rule breaks ties by :func:`keeper_rank` (most pixels, then oldest, then path).
+
+    Parameters
+    ----------
+    rule : {"pixels", "largest", "oldest", "newest", "shortest-path"}
+        "pixels" (default) is :func:`keeper_rank` alone; "largest" is the largest file in bytes.
+    """
+    if rule not in KEEP_RULES:
+        raise ValueError(f"Unknown keep rule: {rule!r}; expected one of {', '.join(KEEP_RULES)}")
+
+    def key(f: dict) -> tuple:
+        base = keeper_rank(f["path"], f["width"] * f["height"], f["mtime_ns"])
+        first = {"pixels": (), "largest": (-f["size"],), "oldest": (f["mtime_ns"],), "newest": (-f["mtime_ns"],),
+                 "shortest-path": (len(f["path"]),)}[rule]
+        return first + base
+
+    return key
+
+
+def _under(path: str, folders: tuple[str, ...]) -> bool:
+    import os
+
+    return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in folders)
+
+
+def _facts(cols, r: int) -> dict:
+    return {"path": cols["path"][r], "size": int(cols["size"][r]), "width": int(cols["width"][r]),
+            "height": int(cols["height"][r]), "mtime_ns": int(cols["mtime_ns"][r]),
+            "content_hash": cols["content_hash"][r] or ""}
+
+
+def _distinct_files(ids: list[int], facts: dict, keeper: int) -> list[int]:
+    """``ids`` less those naming the same file (hard or symbolic link) as one before them, keeper first."""
+    import os
+
+    seen, out = set(), []
+    for i in sorted(ids, key=lambda i: i != keeper):
+        try:
+            st = os.stat(facts[i]["path"])
+            key = (st.st_dev, st.st_ino)
+        except OSError:
+            key = ("missing", i)
+        if key not in seen:
+            seen.add(key)
+            out.append(i)
+    return sorted(out)
+
+
+def review_groups(col, threshold: float = 0.92, *, tier: str = "all", keep: str = "pixels", reference=(),
+                  ignored=(), strict: bool = False, method: str = "auto", against=None) -> list[ReviewGroup]:
+    """Duplicate groups ready to act on: exact tier first, then near tier; a keeper and a role per member.
+
+    Exact groups are byte-identical files (same content hash). Near groups come from the
+    pairs at or above ``threshold``; in them each set of byte-identical files is stood for by
+    its keeper (its other copies are in the exact group), so no file is in two groups.
+
+    Parameters
+    ----------
+    col : Collection
+    threshold : float, default 0.92
+    tier : {"all", "exact", "near"}, default "all"
+    keep : str, default "pixels"
+        Keep rule (see :func:`keep_key`); files under ``reference`` are preferred as keepers.
+    reference : sequence of str
+        Absolute folders whose files are always kept, never acted on.
+    ignored : sequence of sets of content hashes
+        Decisions "not duplicates": two files whose hashes are in one set are never paired
+        (a one-hash set: its byte-identical copies are meant to be there).
+    strict : bool, default False
+        Near groups where every pair passes (default: connected components).
+    method : {"auto", "exact", "lsh"}
+    against : Collection, optional
+        Another collection: one group per image of ``col`` duplicated there, its best match
+        there as keeper; only the image of ``col`` may be acted on.
+
+    Returns
+    -------
+    list of ReviewGroup
+        Exact groups (by size, then smallest id), then near groups (strongest first).
+    """
+    if tier not in TIERS:
+        raise ValueError(f"Unknown tier: {tier!r}; expected one of {', '.join(TIERS)}")
+    rank = keep_key(keep)
+    reference = tuple(str(r) for r in reference)
+    ignore_sets = [frozenset(s) for s in ignored]
+
+    def ignored_pair(h1: str, h2: str) -> bool:
+        return any(h1 in s and h2 in s for s in ignore_sets)
+
+    if against is not None:
+        return _against_groups(col, against, threshold, tier, rank, reference, ignored_pair, method)
+    cols = col.metadata_columns()
+    facts = {int(i): _facts(cols, r) for r, i in enumerate(cols["id"].tolist())}
+
+    def order(i: int) -> tuple:
+        return (not _under(facts[i]["path"], reference), rank(facts[i]))
+
+    by_hash: dict[str, list[int]] = {}
+    for i, f in facts.items():
+        if f["content_hash"]:
+            by_hash.setdefault(f["content_hash"], []).append(i)
+    exact_groups, stand_in = [], {}
+    for h, ids in by_hash.items():
+        if len(ids) < 2 or any(s == {h} for s in ignore_sets):
+            continue
+        keeper = min(ids, key=order)
+        stand_in.update({i: keeper for i in ids if i != keeper})
+        ids = _distinct_files(ids, facts, keeper)  # links to one file take no space: not duplicates
+        if len(ids) < 2:
+            continue
+        exact_groups.append(_make_group(col, facts, sorted(ids), keeper, [], "exact", threshold, reference,
+                                        ignored_pair))
+    exact_groups.sort(key=lambda g: (-len(g.ids), g.ids[0]))
+    near_groups = []
+    if tier != "exact":
+        pairs = [p for p in find_pairs(col, threshold, method=method)
+                 if p.id_a not in stand_in and p.id_b not in stand_in
+                 and facts[p.id_a]["content_hash"] != facts[p.id_b]["content_hash"]
+                 and not ignored_pair(facts[p.id_a]["content_hash"], facts[p.id_b]["content_hash"])]
+        for g in group_pairs(col, pairs, strict=strict):
+            keeper = min(g.ids, key=order)
+            near_groups.append(_make_group(col, facts, g.ids, keeper, g.pairs, "near", threshold, reference,
+                                           ignored_pair))
+        near_groups.sort(key=lambda g: (-g.min_score, -len(g.ids), g.ids[0]))
+    return (exact_groups if tier != "near" else []) + near_groups
+
+
+def _make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, ignored_pair) -> ReviewGroup:
+    rows = [col.row_of_id(i) for i in ids]
+    if tier == "exact":
+        scores = [1.0] * len(ids)
+    else:
+        vecs = np.asarray(col.embeddings[np.asarray(rows)], np.float32)
+        scores = (vecs @ vecs[ids.index(keeper)]).tolist()
+    kf = facts[keeper]
+    members = []
+    for i, s in zip(ids, scores):
+        f = facts[i]
+        identical = bool(f["content_hash"]) and f["content_hash"] == kf["content_hash"]
+        if i == keeper:
+            role, s = "keep", 1.0
+        elif _under(f["path"], reference):
+            role = "reference"
+        elif not identical and ignored_pair(f["content_hash"], kf["content_hash"]):
+            role = "ignored"
+        elif identical or s >= threshold:
+            role = "act"
+        else:
+            role = "chained"
+        members.append(Member(id=i, score=float(s), identical=identical, role=role, **f))
+    return ReviewGroup(ids=list(ids), paths=[facts[i]["path"] for i in ids], keeper=keeper, pairs=list(pairs),
+                       tier=tier, members=members)
+
+
+def _against_groups(col, other, threshold, tier, rank, reference, ignored_pair, method) -> list[ReviewGroup]:
+    """One group per image of ``col`` with a match in ``other``: keeper = its best match there."""
+    cols, ocols = col.metadata_columns(), other.metadata_columns()
+    facts = {int(i): _facts(cols, r) for r, i in enumerate(cols["id"].tolist())}
+    ofacts = {int(i): _facts(ocols, r) for r, i in enumerate(ocols["id"].tolist())}
+    matches: dict[int, list[tuple[float, int]]] = {}
+    for p in find_pairs(col, threshold, method=method, against=other):
+        if not ignored_pair(facts[p.id_a]["content_hash"], ofacts[p.id_b]["content_hash"]):
+            matches.setdefault(p.id_a, []).append((p.score, p.id_b))
+    by_hash: dict[str, int] = {}
+    for i, f in ofacts.items():
+        h = f["content_hash"]
+        if h and (h not in by_hash or rank(f) < rank(ofacts[by_hash[h]])):
+            by_hash[h] = i
+    for i, f in facts.items():  # byte-identical matches even below a (high) threshold
+        j = by_hash.get(f["content_hash"])
+        if j is not None and all(o != j for _, o in matches.get(i, [])):
+            matches.setdefault(i, []).append((1.0, j))
+    groups = []
+    for i, found in matches.items():
+        h = facts[i]["content_hash"]
+        same = [o for _, o in found if h and ofacts[o]["content_hash"] == h]
+        keeper = min(same, key=lambda o: rank(ofacts[o])) if same else max(found, key=lambda t: (t[0], -t[1]))[1]
+        g_tier = "exact" if same else "near"
+        if tier not in ("all", g_tier):
+            continue
+        f = facts[i]
+        role = "reference" if _under(f["path"], reference) else "act"
+        score = 1.0 if same else max(s for s, o in found if o == keeper)
+        members = [Member(id=i, score=score, identical=bool(same), role=role, **f)]
+        for s, o in sorted(found, key=lambda t: (-t[0], t[1])):
+            members.append(Member(id=o, score=1.0 if o == keeper else s,
+                                  identical=bool(h) and ofacts[o]["content_hash"] == h,
+                                  role="keep" if o == keeper else "other", in_other=True, **ofacts[o]))
+        groups.append(ReviewGroup(ids=[m.id for m in members], paths=[m.path for m in members], keeper=keeper,
+                                  pairs=[(i, o, s) for s, o in found], tier=g_tier, members=members))
+    groups.sort(key=lambda g: (g.tier != "exact", -g.min_score, g.ids[0]))
+    return groups
