@@ -321,3 +321,16 @@ def test_undecodable_file_names_are_shown_escaped(tmp_path, image_folder):
         r = c.post("/api/search", json={"id": top["id"], "k": 1})
         assert r.status_code == 200 and r.json()["query"]["name"] == "caf\\xe9.png"
         assert c.post("/api/search", json={"id": 10**30}).status_code == 404
+
+
+def test_duplicates_recomputed_for_a_new_generation(dup_db, image_folder):
+    app = create_app(dup_db, check_interval=3600)  # switched by hand below
+    with TestClient(app) as c:
+        first = _poll(c, "/api/duplicates?threshold=0.88").json()
+        assert first["total_groups"] == 3
+        synthetic_image(5).resize((144, 108)).save(image_folder / "cats" / "copy_05.png")
+        Collection.open_or_create(dup_db).index(image_folder)
+        assert app.state.live.refresh() is True
+        assert not app.state.dupes._jobs, "the old generation's results (and its open files) are dropped"
+        second = _poll(c, "/api/duplicates?threshold=0.88").json()
+        assert second["total_groups"] == 4 and second["generation"] > first["generation"]

@@ -134,6 +134,7 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     live = LiveCollection(db, check_interval=check_interval)
     uploads = EmbedQueue(workers=upload_workers, max_pending=upload_queue)
     dupes = DuplicateJobs(max_pairs=max_pairs)
+    live.on_switch.append(dupes.forget_others)  # old generations' results must not keep their files open
     app = FastAPI(title="lookalike", version="0.2", description="Find similar images in a collection.",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.live, app.state.uploads, app.state.dupes = live, uploads, dupes

@@ -61,12 +61,20 @@ class DuplicateJobs:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
 
+    def forget_others(self, col) -> None:
+        """Drop the jobs and results of every collection but ``col`` (they would keep its files open)."""
+        with self._lock:
+            self._forget_others(col)
+
+    def _forget_others(self, col) -> None:
+        for k in [k for k, j in self._jobs.items() if j.col is not col]:
+            self._jobs.pop(k).abandoned = True
+
     def get(self, col, threshold: float, strict: bool) -> Job:
         """The job for ``(threshold, strict)`` on ``col``, started if new; :class:`QueueFull` if too many."""
         key = (id(col), float(threshold), bool(strict))
         with self._lock:
-            for k in [k for k, j in self._jobs.items() if j.col is not col]:  # an older generation
-                self._jobs.pop(k).abandoned = True
+            self._forget_others(col)  # an older generation
             job = self._jobs.get(key)
             if job is not None and job.state == "failed":
                 del self._jobs[key]  # retry a failed job at the next request
@@ -114,4 +122,5 @@ class DuplicateJobs:
                 log.exception("duplicate search failed")
                 job.state, job.error = "failed", f"{type(err).__name__}: {err}"
             finally:
-                job.col = job.col if job.state == "done" else None
+                if job.state != "done" or job.abandoned:
+                    job.col, job.groups = None, []

@@ -72,6 +72,7 @@ class LiveCollection:
         self._reopening: threading.Thread | None = None
         self.switches = 0
         self.last_error: str | None = None
+        self.on_switch: list = []  # callables given the new collection after each switch
 
     def get(self) -> Collection:
         """The collection to answer a request from (checks for a new generation, cheaply)."""
@@ -125,6 +126,11 @@ class LiveCollection:
         self._col, self._stamp = col, stamp
         self.switches += 1
         self.last_error = None
+        for hook in self.on_switch:
+            try:
+                hook(col)
+            except Exception:  # noqa: BLE001  a hook must not stop the switch
+                log.exception("a generation-switch hook failed")
         log.info("now serving generation %s of %s (%d images; opened in %.2f s)",
                  col.manifest.get("generation"), self.path, len(col), time.perf_counter() - t0)
 
