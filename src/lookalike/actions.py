@@ -175,7 +175,8 @@ def make_plan(col, groups, action: str, *, to: str | os.PathLike | None = None) 
         raise ValueError(f"--to is for --apply move only, not {action!r}")
     if to is not None:
         to = os.path.abspath(os.path.expanduser(str(to)))
-        if _root_of(to + os.sep + "x", [str(col.path)]) or to == str(col.path):
+        db = os.path.abspath(col.path)
+        if to == db or to.startswith(db.rstrip(os.sep) + os.sep):
             raise ValueError(f"--to {to} is inside the collection folder {col.path}; choose a folder outside it")
     protected = {m.path for g in groups for m in g.members if m.role != "act"}
     roots = col.manifest.get("roots", [])

@@ -343,6 +343,8 @@ def dupes(
     Only members that score at or above the threshold against the keeper itself are acted on. Every action is
     journaled in the collection first; `lookalike undo` restores moves, trash and links (deletes are final).
     """
+    import os
+
     from . import actions
     from .dupes import KEEP_RULES, TIERS, review_groups
 
@@ -365,7 +367,7 @@ def dupes(
             err.print(f"remembered: images {', '.join(map(str, ids))} are not duplicates "
                       f"({len(hashes)} distinct files; stored in {col.path / actions.DECISIONS_FILE})", highlight=False)
         groups = review_groups(col, threshold, tier=tier, keep=keep, strict=strict,
-                               reference=[str(r.expanduser().resolve()) for r in reference or []],
+                               reference=[os.path.abspath(r.expanduser()) for r in reference or []],
                                ignored=actions.load_decisions(col.path), method="exact" if exact else "auto",
                                against=other)
         plan = actions.make_plan(col, groups, apply, to=to) if apply else None

@@ -453,13 +453,35 @@ def _under(path: str, folders: tuple[str, ...]) -> bool:
     return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in folders)
 
 
-def _facts(cols, r: int) -> dict:
-    return {"path": cols["path"][r], "size": int(cols["size"][r]), "width": int(cols["width"][r]),
-            "height": int(cols["height"][r]), "mtime_ns": int(cols["mtime_ns"][r]),
-            "content_hash": cols["content_hash"][r] or ""}
+class _Facts(dict):
+    """Id -> the index's facts of that image (path, size, pixels, mtime, hash), read on first use."""
+
+    def __init__(self, col):
+        super().__init__()
+        self.col, self.cols = col, col.metadata_columns()
+
+    def __missing__(self, i: int) -> dict:
+        c, r = self.cols, self.col.row_of_id(i)
+        f = self[i] = {"path": c["path"][r], "size": int(c["size"][r]), "width": int(c["width"][r]),
+                       "height": int(c["height"][r]), "mtime_ns": int(c["mtime_ns"][r]),
+                       "content_hash": c["content_hash"][r] or ""}
+        return f
 
 
-def _distinct_files(ids: list[int], facts: dict, keeper: int) -> list[int]:
+def _ids_by_hash(cols, only: set | None = None) -> dict[str, list[int]]:
+    """Content hash -> ids, for hashes held by two images or more (or, with ``only``, for those hashes)."""
+    from collections import Counter
+
+    hashes = cols["content_hash"].tolist()
+    counts = Counter(hashes) if only is None else None
+    out: dict[str, list[int]] = {}
+    for i, h in zip(cols["id"].tolist(), hashes):
+        if h and (counts[h] > 1 if only is None else h in only):
+            out.setdefault(h, []).append(int(i))
+    return out
+
+
+def _distinct_files(ids: list[int], facts: _Facts, keeper: int) -> list[int]:
     """``ids`` less those naming the same file (hard or symbolic link) as one before them, keeper first."""
     import os
 
@@ -513,25 +535,24 @@ def review_groups(col, threshold: float = 0.92, *, tier: str = "all", keep: str 
     rank = keep_key(keep)
     reference = tuple(str(r) for r in reference)
     ignore_sets = [frozenset(s) for s in ignored]
+    decisions_of: dict[str, set[int]] = {}
+    for k, hashes in enumerate(ignore_sets):
+        for h in hashes:
+            decisions_of.setdefault(h, set()).add(k)
 
     def ignored_pair(h1: str, h2: str) -> bool:
-        return any(h1 in s and h2 in s for s in ignore_sets)
+        return bool(decisions_of.get(h1, set()) & decisions_of.get(h2, set()))
 
     if against is not None:
         return _against_groups(col, against, threshold, tier, rank, reference, ignored_pair, method)
-    cols = col.metadata_columns()
-    facts = {int(i): _facts(cols, r) for r, i in enumerate(cols["id"].tolist())}
+    facts = _Facts(col)
 
     def order(i: int) -> tuple:
         return (not _under(facts[i]["path"], reference), rank(facts[i]))
 
-    by_hash: dict[str, list[int]] = {}
-    for i, f in facts.items():
-        if f["content_hash"]:
-            by_hash.setdefault(f["content_hash"], []).append(i)
     exact_groups, stand_in = [], {}
-    for h, ids in by_hash.items():
-        if len(ids) < 2 or any(s == {h} for s in ignore_sets):
+    for h, ids in _ids_by_hash(col.metadata_columns()).items():
+        if any(s == {h} for s in ignore_sets):
             continue
         keeper = min(ids, key=order)
         stand_in.update({i: keeper for i in ids if i != keeper})
@@ -543,10 +564,12 @@ def review_groups(col, threshold: float = 0.92, *, tier: str = "all", keep: str 
     exact_groups.sort(key=lambda g: (-len(g.ids), g.ids[0]))
     near_groups = []
     if tier != "exact":
-        pairs = [p for p in find_pairs(col, threshold, method=method)
-                 if p.id_a not in stand_in and p.id_b not in stand_in
-                 and facts[p.id_a]["content_hash"] != facts[p.id_b]["content_hash"]
-                 and not ignored_pair(facts[p.id_a]["content_hash"], facts[p.id_b]["content_hash"])]
+        def kept(p: Pair) -> bool:
+            ha, hb = facts[p.id_a]["content_hash"], facts[p.id_b]["content_hash"]
+            return (p.id_a not in stand_in and p.id_b not in stand_in and not (ha and ha == hb)
+                    and not ignored_pair(ha, hb))
+
+        pairs = [p for p in find_pairs(col, threshold, method=method) if kept(p)]
         for g in group_pairs(col, pairs, strict=strict):
             keeper = min(g.ids, key=order)
             near_groups.append(_make_group(col, facts, g.ids, keeper, g.pairs, "near", threshold, reference,
@@ -584,22 +607,19 @@ def _make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, igno
 
 def _against_groups(col, other, threshold, tier, rank, reference, ignored_pair, method) -> list[ReviewGroup]:
     """One group per image of ``col`` with a match in ``other``: keeper = its best match there."""
-    cols, ocols = col.metadata_columns(), other.metadata_columns()
-    facts = {int(i): _facts(cols, r) for r, i in enumerate(cols["id"].tolist())}
-    ofacts = {int(i): _facts(ocols, r) for r, i in enumerate(ocols["id"].tolist())}
+    facts, ofacts = _Facts(col), _Facts(other)
     matches: dict[int, list[tuple[float, int]]] = {}
     for p in find_pairs(col, threshold, method=method, against=other):
         if not ignored_pair(facts[p.id_a]["content_hash"], ofacts[p.id_b]["content_hash"]):
             matches.setdefault(p.id_a, []).append((p.score, p.id_b))
-    by_hash: dict[str, int] = {}
-    for i, f in ofacts.items():
-        h = f["content_hash"]
-        if h and (h not in by_hash or rank(f) < rank(ofacts[by_hash[h]])):
-            by_hash[h] = i
-    for i, f in facts.items():  # byte-identical matches even below a (high) threshold
-        j = by_hash.get(f["content_hash"])
-        if j is not None and all(o != j for _, o in matches.get(i, [])):
-            matches.setdefault(i, []).append((1.0, j))
+    mine = _ids_by_hash(col.metadata_columns(), set(col.metadata_columns()["content_hash"].tolist()))
+    theirs = _ids_by_hash(other.metadata_columns(), set(mine))
+    for h, ids in mine.items():  # byte-identical matches even below a (high) threshold
+        if h in theirs:
+            j = min(theirs[h], key=lambda o: rank(ofacts[o]))
+            for i in ids:
+                if all(o != j for _, o in matches.get(i, [])):
+                    matches.setdefault(i, []).append((1.0, j))
     groups = []
     for i, found in matches.items():
         h = facts[i]["content_hash"]
