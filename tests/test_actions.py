@@ -305,3 +305,37 @@ def test_sigkill_during_move_then_undo_restores_every_file(tmp_path):
     _cli("undo", "--db", db)
     assert _hashes(root) == before
     assert sorted(Collection.open(db).paths) == sorted(str(root / p) for p in before)
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL at one point of a run (nothing after it runs)."""
+
+
+@pytest.mark.parametrize("action,step", [("trash", "rename"), ("hardlink", "link"), ("symlink", "symlink"),
+                                         ("hardlink", "fsync")])
+def test_a_run_stopped_between_its_steps_is_undone(photos, monkeypatch, action, step):
+    """Stopped after the trash name was reserved, or after the original went to the trash but before the link."""
+    import lookalike.actions as actions
+    from lookalike.dupes import review_groups
+
+    root, db = photos
+    before = _hashes(root)
+    col = Collection.open(db)
+    plan = actions.make_plan(col, review_groups(col, 0.9, tier="exact"), action)
+    real, calls = getattr(os, step), []
+
+    def stop(*a, **k):
+        calls.append(a)
+        # fsync: the journal folder, begin, intent, .trashinfo, the trash folder, then the original's folder
+        if step != "fsync" or len(calls) == 6:
+            raise _Killed
+        return real(*a, **k)
+
+    monkeypatch.setattr(os, step, stop)
+    with pytest.raises(_Killed):
+        actions.apply_plan(col, plan)
+    monkeypatch.setattr(os, step, real)
+    assert ("0" if step == "rename" else "1") + " files restored" in _cli("undo", "--db", db)
+    assert _hashes(root) == before and not (root / "backup" / "img_0.png").is_symlink()
+    trash = Path(os.environ["XDG_DATA_HOME"]) / "Trash"
+    assert not any((trash / "files").iterdir()) and not any((trash / "info").iterdir())
