@@ -165,6 +165,7 @@ def make_data(work: Path, n: int) -> dict:
 # ------------------------------------------------------------------------- steps
 def step_import(work: Path, db: Path, n: int, args) -> dict:
     shutil.rmtree(db, ignore_errors=True)
+    (work / "dupes.json").unlink(missing_ok=True)
     for f in work.glob("extra-*"):
         if f.name != "extra-pool":
             shutil.rmtree(f)
@@ -295,6 +296,7 @@ def step_serve(work: Path, db: Path, n: int, args) -> dict:
 
 
 def step_dupes(work: Path, db: Path, n: int, args) -> dict:
+    (work / "dupes.json").unlink(missing_ok=True)  # `pairs` must never read an older run's output
     res = run(lookalike("dupes", "--db", db, "--format", "json", "--threshold", args.threshold),
               stdout=work / "dupes.json")
     groups = json.loads((work / "dupes.json").read_text())["groups"]
@@ -335,6 +337,8 @@ print(json.dumps({"query_rows": len(rows), "exact_pairs": len(truth), "found_pai
 
 
 def step_pairs(work: Path, db: Path, n: int, args) -> dict:
+    if not (work / "dupes.json").exists():
+        raise FileNotFoundError("no dupes output of this collection: run the dupes step first")
     res = run(python_c(PAIRS, db, work / "dupes.json", args.threshold, args.pair_queries), stdout=work / "pairs.json")
     res.update(json.loads((work / "pairs.json").read_text().strip().splitlines()[-1]))
     return res
