@@ -1,6 +1,6 @@
 """Load test of `lookalike serve` on loopback, and the attack pass of issue 18 (not a test).
 
-    python benchmarks/serve_load.py [--clients 32] [--seconds 30] [--abuse]
+    python benchmarks/serve_load.py [--clients 32] [--seconds 30] [--abuse] [--commit-during 50]
     python benchmarks/serve_load.py --attacks [--images 2986] [--src OLD/src --label before]
 
 Starts the server in a subprocess on 127.0.0.1 over a collection (by default 600 Caltech-101
@@ -8,6 +8,9 @@ images indexed into benchmarks/.cache), then runs N concurrent clients for a fix
 mixing image uploads, id searches and thumbnails; with --abuse it also mixes in damaged
 uploads, oversized bodies and path-traversal attempts. Reports req/s, p50/p99 latency,
 status counts, 5xx (must be 0) and the server's peak RSS; writes benchmarks/results/serve-*.json.
+With --commit-during N the server serves a copy of the collection, and a third of the way in
+another process adds N more images to it (one commit): the server must switch to the new
+generation with no failed request.
 With --attacks it runs each attack of issue 18 against a fresh server process (duplicates at
 threshold 0.2 while /healthz is probed, strict duplicates, a 100-megapixel PNG upload alone and
 16 at once, 300 connections that never finish their headers, malformed ids, HEAD, a foreign
@@ -25,9 +28,11 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -135,6 +140,17 @@ async def run(args, port, pid, uploads, n_ids):
     return lat, status, unexpected, rss, wall
 
 
+def _commit_during(args, db: Path, out: dict) -> None:
+    """A third of the way into the load test, add images to the served collection from another process."""
+    time.sleep(args.seconds / 3)
+    files = sorted((DATA / "caltech101").rglob("*.jpg"))[1::89][: args.commit_during]
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", "import sys; from lookalike import Collection; "
+                          "Collection.open(sys.argv[1]).add(sys.argv[2:])", str(db), *map(str, files)],
+                         capture_output=True, text=True, env=_env(args.src))
+    out |= {"seconds": round(time.perf_counter() - t, 2), "rc": res.returncode, "stderr": res.stderr[-300:]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=32)
@@ -144,6 +160,8 @@ def main():
     ap.add_argument("--attacks", action="store_true", help="run the attack pass instead of the load test")
     ap.add_argument("--src", help="run the server from this source tree (PYTHONPATH), for before/after")
     ap.add_argument("--only", help="comma-separated attacks to run again (merged into the existing results)")
+    ap.add_argument("--commit-during", type=int, default=0, metavar="N",
+                    help="add N images to the served collection (another process) during the load test")
     ap.add_argument("--label", default="after", help="name of the attack results (serve-attacks-LABEL.json)")
     args = ap.parse_args()
     if args.attacks:
@@ -151,6 +169,12 @@ def main():
 
         return attacks(args, _collection(args.images, args.src, args.label), _env(args.src))
     db = _collection(args.images, args.src, args.label)
+    if args.commit_during:
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="lookalike-load-"))
+        shutil.copytree(db, tmp / "db")
+        db = tmp / "db"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -168,10 +192,18 @@ def main():
         files = sorted((DATA / "caltech101").rglob("*.jpg"))[::97][:40]  # mostly not in the sample
         uploads = [(p.name, p.read_bytes()) for p in files]
         n_ids = int(httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["images"])
+        commit = {}
+        if args.commit_during:
+            commit = {"images": args.commit_during}
+            threading.Thread(target=_commit_during, args=(args, db, commit), daemon=True).start()
         lat, status, unexpected, rss, wall = asyncio.run(run(args, port, server.pid, uploads, n_ids))
+        if commit:
+            commit["served_after"] = int(httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["images"])
     finally:
         server.terminate()
         server.wait(timeout=10)
+        if args.commit_during:
+            shutil.rmtree(db.parent, ignore_errors=True)
     total = sum(len(v) for v in lat.values())
     all_lat = np.concatenate([np.asarray(v) for v in lat.values()])
     n5xx = sum(v for k, v in status.items() if isinstance(k, int) and k >= 500)
@@ -183,10 +215,11 @@ def main():
               "status": {str(k): v for k, v in sorted(status.items(), key=str)}, "5xx": n5xx,
               "unexpected": len(unexpected), "unexpected_examples": unexpected[:10],
               "server_rss_mb_start": round(rss[0]), "server_rss_mb_max": round(max(rss)),
-              "server_rss_mb_end": round(rss[-1]),
+              "server_rss_mb_end": round(rss[-1]), "commit_during": commit or None,
               "per_kind": {k: {"n": len(v), "p50_ms": round(float(np.percentile(v, 50)) * 1000, 1),
                                "p99_ms": round(float(np.percentile(v, 99)) * 1000, 1)} for k, v in lat.items()}}
     label = "" if args.label == "after" and not args.src else f"-{args.label}"
+    label += "-commit" if args.commit_during else ""
     out = HERE / "results" / f"serve-{'abuse' if args.abuse else 'normal'}{label}.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
