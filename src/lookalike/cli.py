@@ -358,6 +358,8 @@ def dupes(
         _fail(f"--apply must be one of {', '.join(actions.ACTIONS)}, not {apply!r}")
     if (to is not None or yes) and apply is None:
         _fail("--to and --yes go with --apply (e.g. --apply move --to DIR --yes)")
+    if apply is not None and fmt == "csv":
+        _fail("--apply prints its plan as a table or --format json, not csv")
     col = _open(db, read_only=not (apply and yes))
     other = _open(against, read_only=True) if against else None
     try:
@@ -431,9 +433,9 @@ def _dupes_report(groups, threshold, strict, fmt, against) -> None:
         else:
             _records(["group", "tier", "role", "id", "to keeper", "size", "pixels", "modified", "path"], rows)
     if groups and sys.stdout.isatty():
-        out.print("[dim]roles: keep; act = an --apply may touch it (= byte-identical to the keeper); reference; "
-                  "chained = below the threshold against the keeper (kept); ignored = marked not duplicates[/]",
-                  highlight=False)
+        out.print("[dim]roles: keep · act: --apply may touch it (act=: byte-identical to the keeper) · kept: "
+                  "reference, chained (below the threshold against the keeper), ignored (not duplicates)[/]",
+                  highlight=False, soft_wrap=True)
 
 
 def _dupes_apply(col, plan, yes: bool, fmt: str) -> None:
@@ -450,9 +452,9 @@ def _dupes_apply(col, plan, yes: bool, fmt: str) -> None:
         if fmt == "json":
             print(json.dumps(dict(plan.to_dict(), dry_run=True), indent=2))
             return
-        rows = [[str(s.group), display(s.path), "-> " + display(s.dest or s.keeper)] for s in plan.steps]
-        _records(["group", "file", "to / keeper"], [[r[0], r[2], r[1]] for r in rows],
-                 title=f"plan (dry run): {what}")
+        where = {"move": "goes to", "hardlink": "link to", "symlink": "link to"}.get(plan.action, "keeper")
+        _records(["group", where, "file"], [[str(s.group), display(s.dest or s.keeper), display(s.path)]
+                                            for s in plan.steps], title=f"plan (dry run): {what}")
         for p, r in plan.left_out:
             err.print(f"[dim]left out[/] {display(p)}: {r}", highlight=False, soft_wrap=True)
         out.print(f"{len(plan.steps)} files of {plan.groups} groups, {_size(plan.bytes)} to free; {note}. "
