@@ -212,6 +212,9 @@ def test_a_chained_member_is_not_acted_on(tmp_path):
     roles = {Path(mb.path).name: (mb.role, round(mb.score, 3)) for mb in group.members}
     assert roles == {"img_2.jpg": ("keep", 1.0), "img_1.jpg": ("act", 0.95), "img_0.jpg": ("chained", 0.805)}
     assert [s.path for s in make_plan(col, [group], "trash").steps] == [files[1]]
+    plan = json.loads(_cli("dupes", "--db", tmp_path / "db", "--threshold", "0.9", "--apply", "trash", "--format",
+                           "json"))
+    assert [s["path"] for s in plan["steps"]] == [files[1]] and plan["files"] == 1
 
 
 def test_not_duplicates_remembered_across_reindex(photos):
@@ -339,3 +342,22 @@ def test_a_run_stopped_between_its_steps_is_undone(photos, monkeypatch, action, 
     assert _hashes(root) == before and not (root / "backup" / "img_0.png").is_symlink()
     trash = Path(os.environ["XDG_DATA_HOME"]) / "Trash"
     assert not any((trash / "files").iterdir()) and not any((trash / "info").iterdir())
+
+
+def test_move_to_another_file_system_copies_then_undo(photos, tmp_path, monkeypatch):
+    """Where a hard link cannot be made (another file system: EXDEV) a move copies, keeps the mtime, then unlinks."""
+    import errno
+
+    root, db = photos
+    before = _hashes(root)
+    mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+    def no_link(*a, **k):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    _cli("dupes", "--db", db, "--threshold", "0.9", "--apply", "move", "--to", tmp_path / "out", "--yes")
+    copy = root / "backup" / "img_0.png"
+    assert not copy.exists() and (tmp_path / "out" / "backup" / "img_0.png").stat().st_mtime_ns == mtimes[copy]
+    _cli("undo", "--db", db)
+    assert _hashes(root) == before and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
