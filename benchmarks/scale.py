@@ -377,8 +377,9 @@ def main():
     ap.add_argument("--pair-queries", type=int, default=4000, help="rows whose exact pairs are computed (0 = all)")
     ap.add_argument("--healthz-timeout", type=float, default=120.0)
     ap.add_argument("--visible-timeout", type=float, default=30.0)
-    ap.add_argument("--src", type=Path, help="run the steps with the lookalike package under this folder (e.g. an "
-                    "extracted `git archive COMMIT src`), to measure another version with the same data")
+    ap.add_argument("--src", type=Path, help="run the steps with the lookalike package under this folder (e.g. "
+                    "`git archive COMMIT src` extracted, with the commit id in a COMMIT file beside src/), to measure "
+                    "another version with the same data")
     ap.add_argument("--step-timeout", type=int, default=3600, help="stop a step's process after this many seconds")
     ap.add_argument("--clean", action="store_true", help="delete the work folder at the end")
     args = ap.parse_args()
@@ -406,6 +407,9 @@ def main():
            "serve": step_serve, "dupes": step_dupes, "pairs": step_pairs}
     commit = subprocess.run(["git", "-C", str(HERE.parent), "log", "-1", "--format=%h %s"], capture_output=True,
                             text=True).stdout.strip()[:100]
+    if args.src:  # the snapshot's commit, if whoever extracted it wrote it to COMMIT beside src/
+        stamp = args.src.resolve().parent / "COMMIT"
+        commit = stamp.read_text().strip() if stamp.exists() else f"unknown (--src {args.src})"
     for step in steps:
         print(f"-- {step} ...", flush=True)
         load = os.getloadavg()[0]
