@@ -189,8 +189,11 @@ def make_plan(col, groups, action: str, *, to: str | os.PathLike | None = None) 
             if m.path in protected:
                 left_out.append((m.path, "a keeper or reference file in another group"))
                 continue
+            if os.path.islink(m.path):
+                left_out.append((m.path, "a symbolic link (links are never acted on)"))
+                continue
             if _same_file(m.path, keeper.path):
-                left_out.append((m.path, "already a link to its keeper"))
+                left_out.append((m.path, "already a hard link to its keeper"))
                 continue
             dest = None
             if action == "move":

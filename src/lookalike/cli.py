@@ -328,9 +328,9 @@ def dupes(
         help="Which file of a group to keep: pixels (most pixels, then oldest, then path), largest (bytes), oldest, "
         "newest or shortest-path.")] = "pixels",
     reference: Annotated[Optional[list[Path]], typer.Option(
-        help="Folder whose files are always kept, never acted on (repeatable).")] = None,
+        metavar="DIR", help="Folder whose files are always kept, never acted on (repeatable).")] = None,
     ignore: Annotated[Optional[list[str]], typer.Option(
-        help="Remember that these image ids are not duplicates (--ignore 3,7); later runs respect it.")] = None,
+        metavar="ID,ID", help="Remember that these image ids are not duplicates (--ignore 3,7); later runs respect it.")] = None,
     apply: Annotated[Optional[str], typer.Option(
         help="Act on the duplicates: move (with --to), trash, hardlink, symlink or delete. A dry run unless --yes.")
     ] = None,
