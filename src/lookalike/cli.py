@@ -330,7 +330,8 @@ def dupes(
     reference: Annotated[Optional[list[Path]], typer.Option(
         metavar="DIR", help="Folder whose files are always kept, never acted on (repeatable).")] = None,
     ignore: Annotated[Optional[list[str]], typer.Option(
-        metavar="ID,ID", help="Remember that these image ids are not duplicates (--ignore 3,7); later runs respect it.")] = None,
+        metavar="ID,ID", help="Remember that these image ids are not duplicates (--ignore 3,7); later runs respect it."
+    )] = None,
     apply: Annotated[Optional[str], typer.Option(
         help="Act on the duplicates: move (with --to), trash, hardlink, symlink or delete. A dry run unless --yes.")
     ] = None,
