@@ -371,7 +371,9 @@ def _lock(db):
     from .collection import store
 
     folder = journal_dir(db)
-    folder.mkdir(exist_ok=True)
+    if not folder.is_dir():
+        folder.mkdir()
+        storage.fsync_dir(Path(db))
     return store.Lock(folder, wait=False)
 
 
