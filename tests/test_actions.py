@@ -361,3 +361,14 @@ def test_move_to_another_file_system_copies_then_undo(photos, tmp_path, monkeypa
     assert not copy.exists() and (tmp_path / "out" / "backup" / "img_0.png").stat().st_mtime_ns == mtimes[copy]
     _cli("undo", "--db", db)
     assert _hashes(root) == before and {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_undo_after_a_journal_line_cut_by_a_kill(photos):
+    root, db = photos
+    before = _hashes(root)
+    _cli("dupes", "--db", db, "--threshold", "0.9", "--tier", "exact", "--apply", "trash", "--yes")
+    (journal,) = (db / "journal").glob("*.jsonl")
+    with open(journal, "ab") as f:
+        f.write(b'{"n": 7, "op": "int')  # killed mid-write: that action never started
+    assert "1 files restored" in _cli("undo", "--db", db)
+    assert _hashes(root) == before and "undone" in _cli("undo", "--db", db, "--list")

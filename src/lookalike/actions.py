@@ -325,7 +325,10 @@ class _Journal:
 
     def __init__(self, path: Path):
         self.path = path
+        cut = path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
         self.f = open(path, "ab")
+        if cut:  # a line cut by a kill: end it, so the next line stands alone
+            self.f.write(b"\n")
         storage.fsync_dir(path.parent)
 
     def write(self, **rec) -> None:
@@ -395,8 +398,10 @@ class RunResult:
 
 
 def new_run_id() -> str:
-    """A run id that sorts by time: ``20261127T105300Z-3fa2c1``."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(3).hex()
+    """A run id that sorts by time: ``20261127T105300.123456Z-3fa2c1``."""
+    ns = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9))
+    return f"{stamp}.{ns // 1000 % 10**6:06d}Z-{os.urandom(3).hex()}"
 
 
 def apply_plan(col, plan: Plan, *, run_id: str | None = None) -> RunResult:
