@@ -285,16 +285,18 @@ def test_sigkill_during_move_then_undo_restores_every_file(tmp_path):
     for k in moments:
         known = set((db / "journal").glob("*.jsonl")) if (db / "journal").exists() else set()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        lines, deadline = 0, time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
+
+        def journal_lines(known=known) -> int:
             new = set((db / "journal").glob("*.jsonl")) - known if (db / "journal").exists() else set()
-            lines = new and next(iter(new)).read_bytes().count(b"\n")
-            if lines and lines >= k:
-                break
+            return next(iter(new)).read_bytes().count(b"\n") if new else 0
+
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and journal_lines() < k:
             time.sleep(0.0005)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert lines and lines >= k, f"killed at journal line {lines}, wanted {k}: {proc.stderr.read()[-2000:]}"
+        lines = journal_lines()
+        assert lines >= k, f"stopped at journal line {lines}, wanted {k}: {proc.stderr.read()[-2000:]}"
         moved = [p for p in target.rglob("*") if p.is_file()] if target.exists() else []
         assert len(moved) <= 60 and len(moved) + len(_hashes(root)) >= 80  # never a file lost, even mid-move
         out = _cli("undo", "--db", db)
