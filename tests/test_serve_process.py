@@ -25,15 +25,15 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(db, *, host="127.0.0.1", header_timeout=10.0, cli=False):
+def serving(db, *, host="127.0.0.1", header_timeout=10.0, body_timeout=30.0, cli=False):
     """A server process over ``db``; yields (base url, process)."""
     port = _free_port()
     if cli:
         cmd = [sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--host", host, "--port", str(port)]
     else:
         cmd = [sys.executable, "-c", "import sys; from lookalike.server import run; "
-               "run(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]), header_timeout=float(sys.argv[4]))",
-               str(db), host, str(port), str(header_timeout)]
+               "run(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]), header_timeout=float(sys.argv[4]), "
+               "body_timeout=float(sys.argv[5]))", str(db), host, str(port), str(header_timeout), str(body_timeout)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -124,7 +124,7 @@ def test_server_follows_new_generations_under_load(tmp_path, image_folder):
             Collection.open_or_create(db).index(image_folder)  # another writer, same process tree
             seen = _wait_for(url, 15, timeout=5)
             time.sleep(0.3)
-        assert seen <= 2.0, f"new generation visible after {seen:.2f} s"
+        assert seen <= 2.5, f"new generation visible after {seen:.2f} s"  # checks once a second, then reopens
         assert not hammer.bad, hammer.bad[:5]
         assert hammer.status[200] > 20
         r = httpx.post(f"{url}/api/search", json={"id": 12, "k": 3})  # a new image, by id
@@ -138,7 +138,7 @@ def test_server_follows_new_generations_under_load(tmp_path, image_folder):
             Collection.create(db, overwrite=True).index(other)
             seen = _wait_for(url, 4, timeout=5)
             time.sleep(0.3)
-        assert seen <= 2.0
+        assert seen <= 2.5
         assert not hammer.bad, hammer.bad[:5]
         names = {httpx.post(f"{url}/api/search", json={"id": i, "k": 1}).json()["query"]["name"] for i in range(4)}
         assert names == {f"new_{s:03d}.png" for s in (201, 202, 203, 204)}
@@ -180,7 +180,7 @@ def test_busy_port_is_one_line_and_non_zero(tmp_path, image_folder):
 def test_headers_deadline_and_host_check(tmp_path, image_folder):
     db = tmp_path / "db"
     Collection.open_or_create(db).index(image_folder)
-    with serving(db, header_timeout=1.0) as (url, _):
+    with serving(db, header_timeout=1.0, body_timeout=1.0) as (url, _):
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
             slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Slow: 1" % port)
@@ -195,6 +195,13 @@ def test_headers_deadline_and_host_check(tmp_path, image_folder):
         assert httpx.get(f"{url}/healthz", headers={"host": f"localhost:{port}"}).status_code == 200
         r = httpx.get(f"{url}/healthz", headers={"host": "rebind.attacker.example"})
         assert r.status_code == 400 and "Host header" in r.json()["detail"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as trickle:  # a body that never ends
+            trickle.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 100\r\n\r\n{\"id\": " % port)
+            t0 = time.perf_counter()
+            answer = trickle.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive" in answer
+            assert time.perf_counter() - t0 < 5
         with socket.create_connection(("127.0.0.1", port), timeout=10) as endless:  # headers that never end
             endless.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Big: " % port + b"a" * 40_000)
             assert endless.recv(1024).startswith(b"HTTP/1.1 400")  # not buffered past 16 KiB

@@ -289,7 +289,7 @@ def test_live_collection_keeps_serving_when_a_reopen_fails(tmp_path, image_folde
 
     db = tmp_path / "db"
     Collection.open_or_create(db).index(image_folder)
-    live = live_mod.LiveCollection(db, check_interval=0.0)
+    live = live_mod.LiveCollection(db, check_interval=3600)  # only refresh() checks here
     old = live.get()
     synthetic_image(77).save(image_folder / "cats" / "new_77.png")
     Collection.open_or_create(db).index(image_folder)

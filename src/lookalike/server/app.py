@@ -36,6 +36,9 @@ from .uploads import UPLOAD_QUEUE, UPLOAD_WORKERS, EmbedQueue, QueueFull
 
 STATIC = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # 20 MB
+# A request body must arrive within this many seconds (408 after): a client trickling its body
+# would otherwise hold a connection slot of the 128 for ever. 20 MB in 30 s needs ~5 Mbit/s.
+BODY_TIMEOUT_S = 30.0
 THUMB_SIDE = 256
 # Thumbnails kept in memory: 2,000 x ~15 KB JPEG = ~30 MB.
 THUMB_CACHE_ITEMS = 2_000
@@ -111,7 +114,7 @@ def _group_json(g) -> dict:
 def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
                max_pixels: int | None = images.DEFAULT_MAX_PIXELS, allowed_hosts: set[str] | None = None,
                upload_workers: int = UPLOAD_WORKERS, upload_queue: int = UPLOAD_QUEUE, max_pairs: int = MAX_PAIRS,
-               check_interval: float = CHECK_INTERVAL_S) -> FastAPI:
+               check_interval: float = CHECK_INTERVAL_S, body_timeout: float = BODY_TIMEOUT_S) -> FastAPI:
     """Build the app over the collection at ``db`` (opened read-only; new generations followed).
 
     Parameters
@@ -130,6 +133,8 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         Duplicate pairs kept per ``/api/duplicates`` computation (the best; ``truncated`` says so).
     check_interval : float
         Seconds between two checks for a new generation of the collection.
+    body_timeout : float
+        Seconds a request body may take to arrive (408 after).
     """
     live = LiveCollection(db, check_interval=check_interval)
     uploads = EmbedQueue(workers=upload_workers, max_pending=upload_queue)
@@ -157,11 +162,16 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         if length and length.isdigit() and int(length) > max_upload_bytes:
             raise HTTPException(413, f"Upload too large: {int(length):,} bytes; the limit is {max_upload_bytes:,}.")
         chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_upload_bytes:
-                raise HTTPException(413, f"Upload too large: over the limit of {max_upload_bytes:,} bytes.")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(body_timeout):
+                async for chunk in request.stream():
+                    total += len(chunk)
+                    if total > max_upload_bytes:
+                        raise HTTPException(413, f"Upload too large: over the limit of {max_upload_bytes:,} bytes.")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise HTTPException(408, f"The request body did not arrive within {body_timeout:g} s.",
+                                headers={"Connection": "close"}) from None
         return b"".join(chunks)
 
     @app.api_route("/healthz", methods=GET_HEAD, response_model=schemas.Health)
@@ -182,7 +192,7 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
                 "max_upload_bytes": max_upload_bytes, "generation": m["generation"]}
 
     @app.post("/api/search", response_model=schemas.SearchOut, openapi_extra=schemas.SEARCH_BODY,
-              responses=errors(404, 409, 413, 415, 422, 429))
+              responses=errors(404, 408, 409, 413, 415, 422, 429))
     async def search(request: Request, k: int = Query(12, ge=1, le=MAX_K, description="Results wanted")):
         """The k most similar images to an uploaded image, or to an indexed image given by id."""
         col = live.get()

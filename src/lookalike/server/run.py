@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import images
-from .app import DEFAULT_MAX_UPLOAD, create_app
+from .app import BODY_TIMEOUT_S, DEFAULT_MAX_UPLOAD, create_app
 from .guard import HEADER_TIMEOUT_S, allowed_hosts, is_loopback, with_header_timeout
 
 # Idle keep-alive connections are closed after this many seconds.
@@ -68,7 +68,7 @@ def build_config(app, *, header_timeout: float = HEADER_TIMEOUT_S, log_level: st
 
 def run(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         max_pixels: int | None = images.DEFAULT_MAX_PIXELS, header_timeout: float = HEADER_TIMEOUT_S,
-        log_level: str = "warning", echo=print) -> None:
+        body_timeout: float = BODY_TIMEOUT_S, log_level: str = "warning", echo=print) -> None:
     """Serve the collection at ``db`` until SIGTERM or Ctrl-C.
 
     Checks the port first (:class:`ServeError` if taken), warns loudly on ``stderr`` when
@@ -83,7 +83,8 @@ def run(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload
         if not is_loopback(host):
             extra = ("\nThe Host-header check is off for a wildcard address." if hosts is None else "")
             print(EXPOSED_WARNING.format(host=host, port=port, extra=extra), file=sys.stderr, flush=True)
-        app = create_app(db, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, allowed_hosts=hosts)
+        app = create_app(db, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, allowed_hosts=hosts,
+                         body_timeout=body_timeout)
         shown = f"[{host}]" if ":" in host else host
         echo(f"lookalike serving {db} at http://{shown}:{port}  (API docs: /docs; Ctrl-C to stop)")
         server = uvicorn.Server(build_config(app, header_timeout=header_timeout, log_level=log_level))

@@ -119,6 +119,7 @@ class DuplicatesRunning(BaseModel):
 def errors(*codes: int) -> dict:
     """OpenAPI ``responses`` entries for error ``codes`` (all share the :class:`Error` body)."""
     text = {400: "Bad request (e.g. a Host header that is not this server)", 404: "No image with this id",
+            408: "The request body took too long to arrive",
             409: "The collection is empty", 410: "The image is indexed but its file is gone or unreadable",
             413: "Upload too large", 415: "Unsupported content type", 422: "Invalid parameters or body",
             429: "Too many uploads or duplicate searches in progress; retry later",
