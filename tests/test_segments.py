@@ -160,3 +160,23 @@ def test_sigkill_during_a_merge_leaves_the_collection_loadable(tmp_path):
         assert len(col) == 3_000 and len(set(col.paths)) == 3_000
         got = dict(zip(col.paths, np.asarray(col.embeddings)))
         assert all(np.array_equal(got[p], v) for p, v in ref.items())
+
+
+def test_rename_keeps_ids_and_embeddings_without_embedding_again(tmp_path, image_folder):
+    db = tmp_path / "db"
+    col = Collection.create(db)
+    col.index(image_folder)
+    src = image_folder / "cats" / "img_01.jpg"
+    dst = image_folder / "moved" / "renamed.jpg"
+    dst.parent.mkdir()
+    before = col.embeddings[col.paths.index(str(src))]
+    image_id = int(col.ids[col.paths.index(str(src))])
+    src.rename(dst)
+    assert col.rename({src: dst, image_folder / "never.jpg": tmp_path / "x.jpg"}) == 1
+    again = Collection.open(db)
+    row = again.paths.index(str(dst))
+    assert str(src) not in again.paths and len(again) == 12
+    assert int(again.ids[row]) == image_id and np.array_equal(again.embeddings[row], before)
+    assert again.labels[row] == "moved"
+    r = again.index(image_folder)
+    assert (r.added, r.updated, r.removed) == (0, 0, 0), "the re-pointed file is seen as unchanged"

@@ -506,10 +506,12 @@ def _follow(col, action: str, gone: list[str], new: list[str]) -> None:
     """The collection follows the files: gone paths removed, new ones (and re-linked ones) added."""
     if not gone and not new:
         return
+    if action == "move":  # re-pointed: ids and embeddings kept, nothing embedded again
+        col.rename(dict(zip(gone, new)))
+        return
     col.remove(gone)
-    added = new + (gone if action in ("hardlink", "symlink") else [])
-    if added:
-        col.add(added)
+    if action in ("hardlink", "symlink") and gone:
+        col.add(gone)
 
 
 # ---------------------------------------------------------------- undo
@@ -560,8 +562,10 @@ def undo(col, run_id: str | None = None) -> RunResult:
         finally:
             j.close()
     if gone or restored:
-        col.remove(gone)
-        col.add(restored)
+        back = {rec["dst"]: rec["src"] for rec in intents if rec.get("dst") and rec["src"] in set(restored)}
+        col.rename(back)  # moved files: re-pointed to where they were
+        col.remove([g for g in gone if g not in back])
+        col.add([r for r in restored if r not in set(back.values())])
     return res
 
 

@@ -566,6 +566,43 @@ class Collection(QueryMixin):
                 self.maintain(lsh="auto")
         return len(rows)
 
+    def rename(self, moves: dict) -> int:
+        """Re-point images to their files' new paths ({old: new}), keeping their ids and embeddings.
+
+        For files moved or renamed on disk (``dupes --apply move`` and its undo use it): no
+        image is embedded again. Old paths that are not indexed are ignored. Returns how many
+        images were re-pointed.
+        """
+        from .segment import label_of
+
+        moves = {_abspath(a): _abspath(b) for a, b in moves.items()}
+        with self._writing():
+            snap = self._snap
+            pairs = [(snap.row_of_path(a), b) for a, b in moves.items() if snap.row_of_path(a) is not None]
+            if not pairs:
+                return 0
+            rows = np.array([r for r, _ in pairs], np.int64)
+            cols = {k: v[rows].copy() for k, v in snap.cols.items()}
+            cols["path"] = np.asarray([b for _, b in pairs], object)
+            cols["label"] = np.asarray([label_of(b) for _, b in pairs], object)
+            for i, (_, b) in enumerate(pairs):  # a copy across file systems may change the mtime
+                try:
+                    st = os.stat(b)
+                    cols["size"][i], cols["mtime_ns"][i] = st.st_size, st.st_mtime_ns
+                except OSError:
+                    pass
+            writer = sync.SegmentWriter(self.path, self._new_segment_name(), self.manifest["dim"],
+                                        self.manifest["dtype"])
+            try:
+                writer.append(cols, snap.rows.take(rows))
+                entry = writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            self._commit(new_segments=[entry], dead_rows=rows)
+            self.maintain(lsh="auto")
+        return len(pairs)
+
     def import_parquet(self, source: str | os.PathLike, *, lsh="auto") -> IndexReport:
         """Add the embeddings written by ``lookalike spark index`` (a local Parquet folder), streaming.
 
