@@ -109,9 +109,9 @@ def test_a_file_name_that_is_not_utf8_is_indexed_and_shown_escaped(tmp_path, ima
     col = Collection.open(db)
     assert len(col) == 13 and str(bad) in col.paths
     assert col.search(bad, k=1)[0].path == str(bad)  # the raw name round-trips to the file
-    res = runner.invoke(app, ["search", str(bad), "--db", str(db), "-k", "1"])
+    res = runner.invoke(app, ["search", str(bad), "--db", str(db), "-k", "1", "--include-self"])
     assert res.exit_code == 0 and "caf\\xe9.jpg" in res.output
-    res = runner.invoke(app, ["search", str(bad), "--db", str(db), "-k", "1", "--json"])
+    res = runner.invoke(app, ["search", str(bad), "--db", str(db), "-k", "1", "--json", "--include-self"])
     assert res.exit_code == 0 and json.loads(res.output)["results"][0]["path"].endswith("caf\\xe9.jpg")
     r = col.index(image_folder)
     assert (r.added, r.removed, r.unchanged) == (0, 0, 13)
