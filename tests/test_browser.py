@@ -66,11 +66,17 @@ def test_upload_a_photo_and_see_the_grid(server, tmp_path):
         assert "/strawberry/" in top_title, f"top hit for a strawberry photo: {top_title}"
         assert "#1 ·" in cards.nth(0).locator(".score").inner_text()
         page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
-        # click a result: searches by its id, the clicked image comes back first
+        # click a result: searches by its id; the clicked image becomes the query and is left out of
+        # its own results (no card wasted on it)
         clicked = cards.nth(3).get_attribute("data-id")
+        clicked_thumb = f"/api/thumbs/{clicked}"
         cards.nth(3).click()
         page.wait_for_function(
-            "id => document.querySelector('#results .result')?.dataset.id === id", arg=clicked)
+            "thumb => document.querySelector('#query img')?.getAttribute('src') === thumb", arg=clicked_thumb)
+        page.wait_for_selector("#results .result")
+        ids = [page.locator("#results .result").nth(i).get_attribute("data-id")
+               for i in range(page.locator("#results .result").count())]
+        assert ids and clicked not in ids
         # a non-image upload shows the server's reason
         bad = tmp_path / "notes.jpg"
         bad.write_text("not an image")

@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -185,10 +186,10 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         """The collection being served: size, encoder, search method."""
         col = live.get()
         m = col.manifest
-        lsh = m.get("lsh") or {}
+        lsh = col.lsh_summary() or {}
         return {"images": len(col), "skipped": len(col.errors), "encoder": m["encoder"], "dim": m["dim"],
                 "engine": m.get("engine", "onnx"), "search_method": col.resolve_method("auto"),
-                "lsh_recall": lsh.get("recall") if lsh.get("generation") == m["generation"] else None,
+                "lsh_recall": lsh.get("recall"),
                 "max_upload_bytes": max_upload_bytes, "generation": m["generation"]}
 
     @app.post("/api/search", response_model=schemas.SearchOut, openapi_extra=schemas.SEARCH_BODY,
@@ -206,7 +207,8 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         if is_json:
             image_id, k = _json_id_query(body, k)
             rec = record_or_404(col, image_id)
-            vector = col.embeddings[col.row_of_id(image_id)]
+            self_row = col.row_of_id(image_id)
+            vector = col.embeddings[self_row]
             query = {"id": image_id, "name": display(Path(rec["path"]).name), "thumb_url": f"/api/thumbs/{image_id}"}
         else:
             request._body = body  # starlette parses the form from the cached body
@@ -234,9 +236,10 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
             query = {"name": getattr(upload, "filename", None) or "upload", "width": decoded.width,
                      "height": decoded.height}
 
-        def rank():
+        def rank():  # an indexed image is left out of its own results: no card wasted on the query
             method = col.resolve_method("auto")
-            return method, col.search_vectors(vector[None, :], k, method=method)[0]
+            exclude = np.array([self_row], np.int64) if is_json else None
+            return method, col.search_vectors(vector[None, :], k, method=method, exclude_rows=exclude)[0]
 
         method, hits = await run_in_threadpool(rank)
         return {"query": query, "method": method, "results": [hit_json(h) for h in hits]}
