@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -367,6 +368,58 @@ def check_targets(steps: dict) -> list[str]:
     return lines
 
 
+def _cell(step: dict | None, fmt) -> str:
+    if not step:
+        return "–"
+    if "error" in step:
+        stopped = re.search(r"--step-timeout (\d+) s", step["error"])
+        return f"> {int(stopped.group(1)):,} s (stopped)" if stopped else "failed"
+    try:
+        return fmt(step)
+    except (KeyError, TypeError):
+        return "–"
+
+
+ROWS = [
+    ("`spark import`: wall s / peak RSS", "≤ 180 s / ≤ 3 GB",
+     "import", lambda r: f"{r['seconds']:.0f} s / {r['peak_rss_mb'] / 1024:.1f} GB"),
+    ("`index` of 100 new photos: wall s / peak RSS", "≤ 20 s / ≤ 3 GB",
+     "index", lambda r: f"{r['seconds']:.1f} s / {r['peak_rss_mb'] / 1024:.1f} GB"),
+    ("  bytes written by that `index` (share of the collection)", "< 5 %",
+     "index", lambda r: f"{r['written_mb']:,.1f} MB ({100 * r['written_fraction']:.2f} %)"),
+    ("CLI `search` process (unindexed photo)", "≤ 4 s", "search", lambda r: f"{r['seconds']:.1f} s ({r['method']})"),
+    ("in-process search p50 / p95, recall@10 (200 held-out)", "≤ 5 ms at ≥ 0.95",
+     "latency", lambda r: f"{r['p50_ms']:.2f} / {r['p95_ms']:.1f} ms, {r['recall_at_10']:.3f} ({r['method']})"),
+    ("`serve`: /healthz after start / RSS", "≤ 15 s / ≤ 4 GB",
+     "serve", lambda r: f"{r['healthz_seconds']:.1f} s / {r['rss_mb']:.0f} MB"),
+    ("  5 photos indexed while serving: visible after", "≤ 10 s",
+     "serve", lambda r: "never (30 s)" if r["visible_seconds"] is None else f"{r['visible_seconds']:.1f} s"),
+    ("`dupes` (threshold 0.92): wall s / peak RSS", "≤ 600 s / ≤ 4 GB",
+     "dupes", lambda r: f"{r['seconds']:.0f} s / {r['peak_rss_mb'] / 1024:.1f} GB"),
+    ("  pair recall vs exact (pairs of 4,000 sampled rows)", "≥ 0.95",
+     "pairs", lambda r: f"{r['pair_recall']:.3f} ({r['matched']}/{r['exact_pairs']})"),
+]
+
+
+def markdown_table() -> str:
+    """Every run in benchmarks/results/scale-*.json side by side, as the README shows them."""
+    cols = []
+    for path in sorted(RESULTS.glob("scale-*.json"), key=lambda p: int(p.stem.split("-")[1])):
+        doc = json.loads(path.read_text())
+        for label, run_doc in doc.get("runs", {}).items():
+            cols.append((f"{doc['n']:,}, {label}", run_doc.get("steps", {})))
+    lines = ["| measure | target at 1M | " + " | ".join(c for c, _ in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for name, target, step, fmt in ROWS:
+        lines.append(f"| {name} | {target} | " + " | ".join(_cell(steps.get(step), fmt) for _, steps in cols) + " |")
+    loads = []
+    for _, steps in cols:
+        vals = [x for r in steps.values() for x in r.get("load_avg", [])]
+        loads.append(f"{min(vals):.0f}–{max(vals):.0f}" if vals else "–")
+    lines.append("| load average during the run (2 cores) | | " + " | ".join(loads) + " |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="synthetic embeddings in the collection")
@@ -382,7 +435,11 @@ def main():
                     "another version with the same data")
     ap.add_argument("--step-timeout", type=int, default=3600, help="stop a step's process after this many seconds")
     ap.add_argument("--clean", action="store_true", help="delete the work folder at the end")
+    ap.add_argument("--table", action="store_true", help="print the README table of all recorded runs and exit")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table())
+        return
     steps = [s.strip() for s in args.steps.split(",") if s.strip() and s.strip() != "none"]
     STEP_TIMEOUT[0] = args.step_timeout
     if bad := [s for s in steps if s not in STEPS]:
@@ -419,6 +476,7 @@ def main():
             results[step] = {"error": f"{type(e).__name__}: {e}"[-2000:]}
         # the machine is shared: the 1-minute load average before and after says how much
         results[step]["load_avg"] = [round(load, 1), round(os.getloadavg()[0], 1)]
+        results[step]["finished"] = time.strftime("%H:%M UTC", time.gmtime())
         print(f"   {json.dumps(results[step])}", flush=True)
         if label is None and (db / "manifest.json").exists():
             label = f"format-{json.loads((db / 'manifest.json').read_text()).get('format_version')}"
