@@ -108,6 +108,12 @@ class SegmentedLSH:
         if seg.live == 0:
             return np.full((len(Q), 0), -np.inf, np.float32), np.full((len(Q), 0), -1, np.int64)
         vec, ids = self._small(s)
+        if len(Q) == 1:  # compiled dot products: a BLAS call per query wakes BLAS threads (~8 ms when busy)
+            from ..lsh import _kernels
+
+            scores = _kernels.dot(vec, Q, np.arange(len(vec), dtype=np.int64)[None])[0]
+            top = np.argsort(-scores, kind="stable")[:k]
+            return scores[top][None], ids[top][None]
         sc, r = exact_topk(vec, Q, k)
         return sc, ids[r]
 

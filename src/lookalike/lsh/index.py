@@ -235,7 +235,9 @@ class LSHIndex:
         those whose hash bits are closest to the query's.
         """
         if len(Q) == 1 and self.family == "hyperplane" and _kernels.query_one is not None:  # compiled latency path
-            proj = self.family_._project(np.asarray(Q, np.float32))[0]
+            fam = self.family_
+            proj = _kernels.project_one(np.asarray(Q[0], np.float32), np.asarray(fam.mean_, np.float32),
+                                        np.asarray(fam.planes_, np.float32)).reshape(fam.n_tables, fam.n_bits)
             codes = self._codes if self._codes is not None else np.empty((len(self._X), 0), np.uint64)
             rows = _kernels.query_one(proj, int(n_probes or self.n_probes_), families.PROBE_BITS, self.bucket_bits_,
                                       self._keys, self._rows, codes, self._alive, self.rerank_ if filtered else 0)
