@@ -106,8 +106,31 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     return found / (k * len(exact_ids))
 
 
-# Edits for the near-duplicate robustness test: name -> function(PIL image, rng) -> PIL image.
+# ---------------------------------------------------------------- near-duplicate suite
+# Default `dupes` threshold the suite reports against (the CLI's --threshold default).
+DUPES_THRESHOLD = 0.92
+# Thresholds at which the suite reports pair precision, the share found and group purity.
+SCALE_THRESHOLDS = (0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.95)
+# Unrelated images scored against every edit: n_edits x 20,000 x 1280 ~ 50 GFLOP for 100 originals (~10 s).
+NEGATIVE_SAMPLE = 20_000
+# Edits that change the orientation: `dupes` is not expected to match them without a rotations option.
+ORIENTATION_EDITS = ("rotate_90", "rotate_180")
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed small bitmap font
+        return ImageFont.load_default()
+
+
 def _edits():
+    """Edits for the near-duplicate suite: name -> function(RGB PIL image, rng) -> RGB PIL image.
+
+    Seeded by ``rng`` only (no clock, no randomness of their own), so a seed gives the same copies.
+    """
     from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
     def jpeg(im, q):
@@ -117,10 +140,11 @@ def _edits():
         im.save(buf, format="JPEG", quality=q)
         return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
-    def crop(im, rng):
+    def crop_area(im, rng, lo, hi):
+        """A random crop keeping a share in [lo, hi] of the side (same share on both axes)."""
         w, h = im.size
-        f = rng.uniform(0.75, 0.9)
-        cw, ch = int(w * f), int(h * f)
+        f = rng.uniform(lo, hi)
+        cw, ch = max(1, int(w * f)), max(1, int(h * f))
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         return im.crop((x, y, x + cw, y + ch))
 
@@ -137,8 +161,87 @@ def _edits():
         a += rng.normal(0, 8, a.shape)
         return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
+    def rotate(im, rng, lo, hi, fill):
+        angle = float(rng.uniform(lo, hi)) * (1 if rng.random() < 0.5 else -1)
+        return im.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=fill)
+
+    def squash(im, rng):
+        """Aspect ratio changed: a landscape photo squashed to a square, a square one stretched 1.5x."""
+        w, h = im.size
+        if max(w, h) / min(w, h) > 1.15:
+            s = min(w, h)
+            return im.resize((s, s), Image.BICUBIC)
+        return im.resize((int(w * 1.5), h), Image.BICUBIC)
+
+    def stretch(im, rng):
+        w, h = im.size
+        f = rng.uniform(0.6, 0.75)
+        return im.resize((w, max(1, int(h * f))), Image.BICUBIC) if rng.random() < 0.5 else \
+            im.resize((max(1, int(w * f)), h), Image.BICUBIC)
+
+    def screenshot(im, rng):
+        """The photo inside an app window: title bar, toolbar, side panel, status bar, on a 16:10 screen."""
+        w, h = im.size
+        W = int(max(w, h * 1.6) / rng.uniform(0.7, 0.85))
+        H = int(W / 1.6)
+        bg = tuple(int(v) for v in rng.integers(200, 250, 3))
+        canvas = Image.new("RGB", (W, H), bg)
+        d = ImageDraw.Draw(canvas)
+        bar = max(12, H // 18)
+        d.rectangle((0, 0, W, bar), fill=(60, 60, 66))
+        for i, c in enumerate([(237, 94, 88), (245, 190, 79), (98, 197, 84)]):
+            d.ellipse((bar // 3 + i * bar, bar // 4, bar // 3 + i * bar + bar // 2, bar // 4 + bar // 2), fill=c)
+        d.text((W // 3, bar // 4), "IMG_2041.jpg — Photos", fill=(230, 230, 230), font=_font(max(8, bar // 2)))
+        d.rectangle((0, bar, W, 2 * bar), fill=(235, 235, 238))
+        for i in range(6):
+            d.rectangle((8 + i * bar * 2, bar + 4, 8 + i * bar * 2 + bar, 2 * bar - 4), fill=(150, 150, 160))
+        side = int(W * rng.uniform(0.12, 0.2))
+        d.rectangle((0, 2 * bar, side, H), fill=(245, 245, 247))
+        for i in range(2 * bar + 8, H - bar, bar):
+            d.text((8, i), "Album", fill=(90, 90, 90), font=_font(max(8, bar // 2)))
+        d.rectangle((0, H - bar, W, H), fill=(220, 220, 224))
+        aw, ah = W - side - 16, H - 3 * bar - 16
+        s = min(aw / w, ah / h)
+        pic = im.resize((max(1, int(w * s)), max(1, int(h * s))), Image.BICUBIC)
+        canvas.paste(pic, (side + 8 + (aw - pic.width) // 2, 2 * bar + 8 + (ah - pic.height) // 2))
+        return canvas
+
+    def watermark(im, rng):
+        """Heavy overlay: a tiled, half-transparent diagonal text watermark plus a caption band."""
+        w, h = im.size
+        layer = Image.new("RGBA", (2 * w, 2 * h), (0, 0, 0, 0))
+        d = ImageDraw.Draw(layer)
+        size = max(10, min(w, h) // 8)
+        font = _font(size)
+        colour = (255, 255, 255, 120) if rng.random() < 0.5 else (0, 0, 0, 110)
+        for y in range(0, 2 * h, int(size * 2.2)):
+            d.text(((y // 3) % (4 * size) - 2 * size, y), "© STOCKPHOTO  " * 8, fill=colour, font=font)
+        layer = layer.rotate(float(rng.uniform(20, 40)), resample=Image.BICUBIC).crop((w // 2, h // 2, w // 2 + w,
+                                                                                          h // 2 + h))
+        out = Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB")
+        d = ImageDraw.Draw(out)
+        d.rectangle((0, int(h * 0.8), w, h), fill=(20, 20, 20))
+        d.text((8, int(h * 0.82)), "Buy this photo at example.com", fill=(255, 255, 0), font=_font(max(8, h // 14)))
+        return out
+
+    def gamma(im, rng):
+        g = rng.uniform(0.45, 0.65) if rng.random() < 0.5 else rng.uniform(1.6, 2.2)
+        lut = [int(round(255 * (i / 255) ** g)) for i in range(256)] * 3
+        return im.point(lut)
+
+    def colour_cast(im, rng):
+        gains = 1 + rng.uniform(-0.3, 0.3, 3)
+        a = np.asarray(im, np.float32) * gains + rng.uniform(-20, 20, 3)
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+    def thumbnail(im, rng):
+        side = int(rng.integers(64, 161))
+        t = im.copy()
+        t.thumbnail((side, side), Image.LANCZOS)
+        return jpeg(t, 80)
+
     return {
-        "crop": crop,
+        "crop": lambda im, rng: crop_area(im, rng, 0.75, 0.9),
         "jpeg_q30": lambda im, rng: jpeg(im, 30),
         "downscale_50": lambda im, rng: im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.BICUBIC),
         "rotate_10": lambda im, rng: im.rotate(float(rng.uniform(-10, 10)), resample=Image.BICUBIC, expand=True,
@@ -150,49 +253,199 @@ def _edits():
         "border": lambda im, rng: Image.fromarray(np.pad(np.asarray(im), ((20, 20), (20, 20), (0, 0)),
                                                          constant_values=255)),
         "flip": lambda im, rng: im.transpose(Image.FLIP_LEFT_RIGHT),
+        # the harder, wider set (issue 15)
+        "squash": squash,
+        "stretch": stretch,
+        "rotate_20": lambda im, rng: rotate(im, rng, 15, 25, (0, 0, 0)),
+        "rotate_90": lambda im, rng: im.transpose(Image.ROTATE_90 if rng.random() < 0.5 else Image.ROTATE_270),
+        "rotate_180": lambda im, rng: im.transpose(Image.ROTATE_180),
+        "screenshot": screenshot,
+        "watermark": watermark,
+        "crop_50": lambda im, rng: crop_area(im, rng, np.sqrt(0.4), np.sqrt(0.6)),  # 40-60 % of the area
+        "gamma": gamma,
+        "colour_cast": colour_cast,
+        "thumbnail": thumbnail,
     }
 
 
-def near_duplicate_robustness(col, n_originals: int = 100, seed: int = 0, k: int = 10) -> dict:
-    """Edit ``n_originals`` indexed images (fixed seed) and search the collection with each edit.
+EDIT_NAMES = tuple(_edits())
 
-    Returns per edit type the recall@1 and recall@k of the original (its rank among the
-    collection's images), and ``group_map``: mean average precision of retrieving an
-    original's whole group (the original and its other edits) from a pool of all edits.
-    """
-    from . import images
 
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(col), size=min(n_originals, len(col)), replace=False))
+def edit_image(image, rng, names: Sequence[str] | None = None) -> dict:
+    """Seeded edited copies of one RGB PIL image: ``{edit name: PIL image}`` (all edits by default)."""
     edits = _edits()
-    per_edit = {name: [] for name in edits}
-    pool_vecs, pool_group = [], []
-    enc = col.encoder
-    for g, r in enumerate(rows):
-        try:
-            im = images.decode(col.paths[r]).image
-        except images.DecodeError:
-            continue
-        edited = {name: fn(im, rng) for name, fn in edits.items()}
-        vecs = enc.embed_images(list(edited.values()))
-        _, found = exact_topk(col.embeddings, vecs, k)
-        for (name, _), f in zip(edited.items(), found):
-            rank = np.flatnonzero(f == r)
-            per_edit[name].append(int(rank[0]) + 1 if len(rank) else k + 1)
-        pool_vecs.append(np.vstack([np.asarray(col.embeddings[r])[None], vecs]))
-        pool_group += [g] * (1 + len(vecs))
-    P = np.vstack(pool_vecs)
-    group = np.asarray(pool_group)
-    out = {"originals": len(pool_vecs), "k": k, "edits": {}}
-    for name, ranks in per_edit.items():
-        ranks = np.asarray(ranks)
-        out["edits"][name] = {"recall_at_1": float((ranks == 1).mean()), f"recall_at_{k}": float((ranks <= k).mean())}
-    # group mAP: each member of a group queries the pool; relevant = the other members
+    return {name: edits[name](image, rng) for name in (names or edits)}
+
+
+def _group_map(P: np.ndarray, group: np.ndarray) -> float:
+    """Mean AP of retrieving each vector's group (the other members) from the pool ``P``."""
     s = P @ P.T
     np.fill_diagonal(s, -np.inf)
     order = np.argsort(-s, axis=1)[:, :-1]
     rel = group[order] == group[:, None]
     hits = np.cumsum(rel, axis=1)
     ap = ((hits / np.arange(1, rel.shape[1] + 1)) * rel).sum(1) / np.maximum(rel.sum(1), 1)
-    out["group_map"] = float(ap.mean())
+    return float(ap.mean())
+
+
+def _purity(vectors: np.ndarray, group: np.ndarray, thresholds: Sequence[float]) -> dict:
+    """Connected components of pairs >= t (as `dupes` groups them) among ``vectors``, per threshold.
+
+    ``group`` is the true photo of each vector (>= 0: a suite photo and its copies; -1: another
+    collection image, a photo of its own). Returns per threshold: ``purity`` (share of the
+    components holding suite copies that hold one photo only), ``chained`` (components that join
+    different photos) and ``together`` (share of copies in their original's component).
+    """
+    from .dupes import components, exact_pairs
+
+    group = np.asarray(group).copy()
+    other = group < 0
+    group[other] = group.max(initial=0) + 1 + np.arange(other.sum())  # each other image: a photo of its own
+    a, b, s = exact_pairs(np.asarray(vectors, np.float32), min(thresholds))
+    out = {}
+    for t in thresholds:
+        keep = s >= t
+        comp = components(len(vectors), a[keep], b[keep])
+        pure = chained = 0
+        for c in np.unique(comp[~other]):
+            members = group[comp == c]
+            if len(members) < 2:
+                continue
+            if len(np.unique(members)) == 1:
+                pure += 1
+            else:
+                chained += 1
+        suite = ~other
+        first = {}
+        for i in np.flatnonzero(suite):  # the original is the first vector of its group
+            first.setdefault(group[i], comp[i])
+        together = np.mean([comp[i] == first[group[i]] for i in np.flatnonzero(suite)])
+        out[f"{t:.2f}"] = {"purity": pure / max(pure + chained, 1), "chained": chained,
+                           "together": float(together)}
     return out
+
+
+def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 10, labels=None,
+                          threshold: float = DUPES_THRESHOLD, seed: int = 0,
+                          negatives: int = NEGATIVE_SAMPLE, purity_sample: int = 2000) -> dict:
+    """Score edited copies against the collection they were made from.
+
+    Parameters
+    ----------
+    database : array-like, shape (n, d)
+        The collection's unit vectors.
+    rows : ndarray of int, shape (m,)
+        The originals' rows in ``database``.
+    edits : dict of str to ndarray, shape (m, d)
+        Per edit name, the unit vectors of the edited copies, in the order of ``rows``.
+    k : int, default 10
+        Cut-off of recall@k (the original among the collection's images).
+    labels : sequence of str, optional
+        Class of each database image: unrelated pairs of the same class are counted apart.
+    threshold : float, default 0.92
+        The `dupes` threshold for ``found`` (share of pairs copy-original at or above it).
+    seed : int
+        Seed of the negative samples.
+    negatives : int, default 20,000
+        Collection images (a seeded sample, all if fewer) scored against every copy: the unrelated
+        pairs of the pair precision.
+    purity_sample : int, default 2000
+        Other collection images added to the copies for the group-purity measure.
+
+    Returns
+    -------
+    dict
+        ``edits``: per edit ``recall_at_1``, ``recall_at_{k}``, ``found`` (share at or above
+        ``threshold``) and ``median_score``; ``group_map`` (each original and copy retrieves
+        its group from the pool of all of them); ``scale``: per threshold in
+        :data:`SCALE_THRESHOLDS`, ``found`` (all edits but 90/180 degree rotations), ``found_all``,
+        ``false_pairs`` (copy vs. an unrelated collection image at or above it), ``same_class``
+        (of those, pairs of the same class) and ``precision`` = true / (true + false) pairs;
+        ``purity``: see :func:`_purity`. Approximate by nature: a collection's own near-duplicates
+        of an original count as unrelated.
+    """
+    db = np.asarray(database, np.float32)
+    rows = np.asarray(rows)
+    n, m = len(db), len(rows)
+    rng = np.random.default_rng(seed)
+    neg = np.arange(n) if n <= negatives else np.sort(rng.choice(n, negatives, replace=False))
+    lab = None if labels is None else np.asarray(labels)
+    thresholds = sorted(set(SCALE_THRESHOLDS) | {float(threshold)})
+    out = {"originals": m, "k": k, "threshold": threshold, "negatives": len(neg), "edits": {}}
+    true_counts = {t: [0, 0] for t in thresholds}  # t -> [all edits, without orientation edits]
+    false_counts = {t: [0, 0, 0] for t in thresholds}  # t -> [false pairs, same class, without orientation]
+    n_pairs = n_pairs_main = 0
+    for name, vecs in edits.items():
+        vecs = np.asarray(vecs, np.float32)
+        _, found = exact_topk(db, vecs, k)
+        hit = found == rows[:, None]
+        ranks = np.where(hit.any(1), hit.argmax(1) + 1, k + 1)
+        pos = np.einsum("ij,ij->i", vecs, db[rows])
+        s = vecs @ db[neg].T
+        s[neg[None, :] == rows[:, None]] = -np.inf  # the copy's own original is no negative
+        main = name not in ORIENTATION_EDITS
+        n_pairs += m
+        n_pairs_main += m * main
+        for t in thresholds:
+            true_counts[t][0] += int((pos >= t).sum())
+            true_counts[t][1] += int((pos >= t).sum()) * main
+            fp = s >= t
+            false_counts[t][0] += int(fp.sum())
+            false_counts[t][2] += int(fp.sum()) * main
+            if lab is not None:
+                false_counts[t][1] += int((fp & (lab[neg][None, :] == lab[rows][:, None])).sum())
+        out["edits"][name] = {"recall_at_1": float((ranks == 1).mean()), f"recall_at_{k}": float((ranks <= k).mean()),
+                              "found": float((pos >= threshold).mean()), "median_score": float(np.median(pos))}
+    out["scale"] = {
+        f"{t:.2f}": {"found": true_counts[t][1] / max(n_pairs_main, 1),
+                     "found_all": true_counts[t][0] / max(n_pairs, 1),
+                     "false_pairs": false_counts[t][0], "same_class": false_counts[t][1] if lab is not None else None,
+                     "precision": true_counts[t][1] / max(true_counts[t][1] + false_counts[t][2], 1)}
+        for t in thresholds}
+    out["pair_precision"] = out["scale"][f"{threshold:.2f}"]["precision"]
+    out["found"] = out["scale"][f"{threshold:.2f}"]["found"]
+    # group mAP: each original and copy queries the pool of all of them; relevant = its group
+    names = list(edits)
+    P = np.concatenate([db[rows][:, None]] + [np.asarray(edits[e], np.float32)[:, None] for e in names], axis=1)
+    group = np.repeat(np.arange(m), len(names) + 1)
+    P = P.reshape(-1, db.shape[1])
+    out["group_map"] = _group_map(P, group)
+    others = np.setdiff1d(np.arange(n), rows)
+    if len(others) > purity_sample:
+        others = np.sort(rng.choice(others, purity_sample, replace=False))
+    out["purity"] = _purity(np.vstack([P, db[others]]), np.concatenate([group, -np.ones(len(others), int)]),
+                            [t for t in thresholds if t >= 0.8])
+    return out
+
+
+def near_duplicate_robustness(col, n_originals: int = 100, seed: int = 0, k: int = 10, *,
+                              threshold: float = DUPES_THRESHOLD, edits: Sequence[str] | None = None) -> dict:
+    """Edit ``n_originals`` indexed images (fixed seed) and score the copies against the collection.
+
+    Every copy is embedded with the collection's own encoder and pipeline. See
+    :func:`score_near_duplicates` for what is returned (per edit recall@1 / recall@k of the
+    original, the share `dupes` finds at ``threshold``, group mAP, pair precision and group purity
+    per threshold); the names of the edits are :data:`EDIT_NAMES`.
+    """
+    from . import images
+
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(col), size=min(n_originals, len(col)), replace=False))
+    names = list(edits or EDIT_NAMES)
+    vecs = {name: [] for name in names}
+    kept = []
+    enc = col.encoder
+    for r in rows:
+        try:
+            im = images.decode(col.paths[r]).image
+        except images.DecodeError:
+            continue
+        copies = edit_image(im, rng, names)
+        for name, v in zip(names, enc.embed_images(list(copies.values()))):
+            vecs[name].append(v)
+        kept.append(r)
+    if not kept:
+        raise ValueError("none of the sampled originals could be decoded")
+    labels = col.labels if len(set(col.labels)) > 1 else None
+    return score_near_duplicates(col.embeddings, np.asarray(kept), {n: np.stack(v) for n, v in vecs.items()},
+                                 k=k, labels=labels, threshold=threshold, seed=seed)
