@@ -30,23 +30,45 @@ log = logging.getLogger(__name__)
 LSH_MIN_SEGMENT = 4_096
 
 
-def build_segment_lsh(folder: Path, seg: Segment, settings: dict):
-    """Fit and store the LSH index of one segment; returns (file entry, recall info, index)."""
+def build_segment_lsh(folder: Path, seg: Segment, settings: dict, reuse: dict | None = None):
+    """Fit and store the LSH index of one segment; returns (file entry, recall info, index).
+
+    ``reuse``: settings tuned on another segment of similar size (``n_tables``, ``n_bits``,
+    ``n_probes``, ``rerank``). They are tried first, and the grid search runs only when the
+    recall measured on this segment's held-out rows falls below the target.
+    """
     from ..lsh import LSHIndex
     from ..lsh.tune import measure
 
     t0 = time.perf_counter()
     vectors = seg.vectors()
-    index = LSHIndex(family=settings["family"], target_recall=settings["target_recall"], k=settings["k"],
-                     dtype=str(np.dtype(seg.dtype))).fit(vectors, seg.cols["id"])
-    if index.recall_ is None:
+    common = {"family": settings["family"], "target_recall": settings["target_recall"], "k": settings["k"],
+              "dtype": str(np.dtype(seg.dtype))}
+    index, tuned = None, True
+    if reuse:
+        index = LSHIndex(**common, **{k: reuse[k] for k in ("n_tables", "n_bits", "n_probes", "rerank")})
+        index.fit(vectors, seg.cols["id"])
         index.recall_, index.candidates_ = measure(index, vectors, k=settings["k"], seed=index.seed)
+        tuned = False
+        for _ in range(2):  # a wider Hamming cut is cheap (no new tables): try it before a grid search
+            if index.recall_ >= settings["target_recall"] or index.rerank_ >= index.candidates_:
+                break
+            index.rerank_ *= 2
+            index.recall_, index.candidates_ = measure(index, vectors, k=settings["k"], seed=index.seed)
+        if index.recall_ < settings["target_recall"]:
+            log.info("LSH settings of a similar segment reach recall %.3f on %s: tuning", index.recall_, seg.name)
+            index = None
+    if index is None:
+        index = LSHIndex(**common).fit(vectors, seg.cols["id"])
+        tuned = True
+        if index.recall_ is None:
+            index.recall_, index.candidates_ = measure(index, vectors, k=settings["k"], seed=index.seed)
     path = folder / f"{seg.name}.lsh.npz"
     blob = index.to_bytes()
     storage.atomic_write(path, lambda f: f.write(blob))
     info = {"rows": seg.rows, "recall": float(index.recall_), "candidates": float(index.candidates_ or 0),
-            "seconds": round(time.perf_counter() - t0, 3), **{k: index.params()[k] for k in
-                                                              ("n_tables", "n_bits", "n_probes", "rerank")}}
+            "seconds": round(time.perf_counter() - t0, 3), "tuned": tuned,
+            **{k: index.params()[k] for k in ("n_tables", "n_bits", "n_probes", "rerank")}}
     return storage.describe(path), info, index
 
 

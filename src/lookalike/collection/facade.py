@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import images, storage
-from ..encoders import Encoder, get_encoder
+from ..encoders import LEGACY_VIEWS, Encoder, get_encoder
 from ..indexer import StageTimes
 from ..storage import CollectionError, CorruptCollectionError
 from . import artifacts, merge, store, sync
@@ -159,7 +159,7 @@ class Collection(QueryMixin):
     @classmethod
     def create(cls, path: str | os.PathLike = store.DEFAULT_DB, *, encoder: str | None = None,
                engine: str | None = None, flip_average: bool = False, overwrite: bool = False,
-               dtype: str = DEFAULT_DTYPE) -> Collection:
+               dtype: str = DEFAULT_DTYPE, views=None) -> Collection:
         """Make a new, empty collection folder.
 
         Parameters
@@ -175,13 +175,15 @@ class Collection(QueryMixin):
             Replace an existing collection at ``path`` (under the lock: never while another writes).
         dtype : {"float16", "float32"}, default "float16"
             Storage precision of the embeddings.
+        views : sequence of {"crop", "full"}, optional
+            What each embedding is pooled from (stored; default ``encoders.DEFAULT_VIEWS``).
         """
         path = Path(path).expanduser()
         if dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
         if path.exists() and not path.is_dir():
             raise CollectionError(f"{path} is a file, not a collection folder; choose another --db.")
-        enc = get_encoder(encoder, engine, flip_average=flip_average)  # fails before any folder is made
+        enc = get_encoder(encoder, engine, flip_average=flip_average, views=views)  # fails before any folder is made
         try:
             path.mkdir(parents=True, exist_ok=True)
             with store.Lock(path):
@@ -286,7 +288,8 @@ class Collection(QueryMixin):
                 int8 = self.path / info["name"]
                 storage.verify(int8, info["sha256"], store.RECOVER_HINT.format(db=self.path))
             enc = get_encoder(self.encoder_name, engine, int8_model=int8,
-                              flip_average=bool(self.manifest.get("flip_average", False)))
+                              flip_average=bool(self.manifest.get("flip_average", False)),
+                              views=self.manifest.get("views", LEGACY_VIEWS))
             if enc.weights_hash != self.manifest["weights_sha256"]:
                 raise CollectionError(
                     f"The installed weights for {enc.name!r} differ from those that built {self.path} "
@@ -683,6 +686,8 @@ class Collection(QueryMixin):
                 segs = [self._snap.segments[i] for i in group]
                 entry = merge.write_merged(self.path, self._new_segment_name(), segs, self.manifest["dim"],
                                            self.manifest["dtype"])
+                for seg in segs:
+                    seg.release()
                 self._commit(new_segments=[entry], drop_segments={s.name for s in segs})
                 if self.manifest.get("lsh"):
                     self._build_missing_lsh(artifacts.LSH_MIN_SEGMENT)
@@ -694,7 +699,11 @@ class Collection(QueryMixin):
         for seg in list(self._snap.segments):
             if seg.entry.get("lsh") or seg.live < max(min_rows, 2):
                 continue
-            file_info, seg_info, _ = artifacts.build_segment_lsh(self.path, seg, settings)
+            done = self.manifest["lsh"].get("segments", {}).values()
+            similar = [v for v in done if v.get("tuned") and v["rows"] / 2 <= seg.live <= v["rows"] * 2]
+            reuse = max(similar, key=lambda v: v["rows"]) if similar else None
+            file_info, seg_info, _ = artifacts.build_segment_lsh(self.path, seg, settings, reuse=reuse)
+            seg.release()  # one segment's vectors in memory at a time: bounded at any collection size
             segments = [dict(e, lsh=file_info) if e["name"] == seg.name else e for e in self.manifest["segments"]]
             lsh = dict(self.manifest["lsh"])
             lsh["segments"] = dict(lsh.get("segments", {}), **{seg.name: seg_info})

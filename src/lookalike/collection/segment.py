@@ -223,6 +223,10 @@ class Segment:
                                       shape=(self.rows, self.dim))
         return self._vectors
 
+    def release(self) -> None:
+        """Unmap the vectors (their pages leave this process's memory); mapped again on next use."""
+        self._vectors = None
+
     def lsh_bytes(self) -> bytes:
         """The segment's LSH file, checksummed (from the descriptor opened with the segment)."""
         if self._lsh_fh is None:  # tables built after this segment was read
