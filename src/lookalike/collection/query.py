@@ -133,7 +133,7 @@ class QueryMixin:
             return v / max(float(np.linalg.norm(v)), 1e-12)
         if isinstance(query, (str, os.PathLike)):
             p = str(Path(os.path.abspath(os.path.expanduser(query))))
-            r = self._snap.row_of_path(p)
+            r = self._snap.find_path(p)
             if r is not None:
                 st = os.stat(p)
                 cols = self._snap.cols
@@ -151,7 +151,7 @@ class QueryMixin:
     def _self_row(self, path) -> int:
         """The row of an indexed, unchanged query file (-1 if it is not one)."""
         p = str(Path(os.path.abspath(os.path.expanduser(path))))
-        r = self._snap.row_of_path(p)
+        r = self._snap.find_path(p)
         if r is None:
             return -1
         try:
@@ -174,6 +174,9 @@ class QueryMixin:
         """
         from ..indexer import embed_files
 
+        paths = list(paths)
+        if exclude_self and len(paths) > 20:
+            self._snap.row_of_path("")  # many lookups: build the path index once
         out = []
         for batch in embed_files([str(p) for p in paths], self.encoder, batch_size=batch_size):
             good = [r for r in batch if r.vector is not None]

@@ -115,8 +115,15 @@ class Snapshot:
         return self._id_order[np.searchsorted(self.cols["id"], np.asarray(image_ids, np.int64),
                                               sorter=self._id_order)]
 
+    def find_path(self, path: str) -> int | None:
+        """Row of an indexed path, or None, by one vectorised scan (no index built: for single lookups)."""
+        if self._row_of_path is not None:
+            return self._row_of_path.get(path)
+        hit = np.flatnonzero(self.cols["path"] == path)
+        return int(hit[0]) if len(hit) else None
+
     def row_of_path(self, path: str) -> int | None:
-        """Row of an indexed path, or None."""
+        """Row of an indexed path, or None (builds a path index on first use: for many lookups)."""
         if self._row_of_path is None:
             self._row_of_path = {p: r for r, p in enumerate(self.cols["path"].tolist())}
         return self._row_of_path.get(path)
