@@ -62,7 +62,7 @@ def test_search_by_upload(client):
     data = r.json()
     assert len(data["results"]) == 3
     top = data["results"][0]
-    assert top["name"] == "img_03.png" and top["score"] > 0.99
+    assert top["name"] == "cats/img_03.png" and top["score"] > 0.99, "folder/name: the shortest unique tail"
     assert top["thumb_url"] == f"/api/thumbs/{top['id']}"
     assert client.get(top["thumb_url"]).headers["content-type"] == "image/jpeg"
     img = client.get(top["image_url"])
@@ -185,7 +185,7 @@ def test_upload_queue_full_gets_429(tmp_path, image_folder):
         while app.state.uploads.pending and time.time() < deadline:
             time.sleep(0.01)
         r = c.post("/api/search?k=2", files={"image": ("q.png", _png(3), "image/png")})
-        assert r.status_code == 200 and r.json()["results"][0]["name"] == "img_03.png"
+        assert r.status_code == 200 and r.json()["results"][0]["name"] == "cats/img_03.png"
 
 
 def test_uploads_do_not_block_the_event_loop(tmp_path, image_folder):
@@ -240,15 +240,19 @@ def test_duplicates_202_then_paged(dup_db, monkeypatch):
         data = r.json()
         assert data["status"] == "done" and data["total_groups"] == 3 and data["progress"] == 1.0
         assert len(data["groups"]) == 2 and not data["truncated"] and data["pairs"] == 3
-        names = sorted(sorted(m["name"] for m in g["members"]) for g in data["groups"])
+        names = sorted(sorted(m["name"].split("/")[-1] for m in g["members"]) for g in data["groups"])
         rest = c.get("/api/duplicates?threshold=0.88&limit=2&offset=2").json()  # cached: 200 at once
         assert rest["status"] == "done" and rest["offset"] == 2 and len(rest["groups"]) == 1
-        names += [sorted(m["name"] for m in rest["groups"][0]["members"])]
+        names += [sorted(m["name"].split("/")[-1] for m in rest["groups"][0]["members"])]
         assert sorted(names) == [[f"copy_{i:02d}.png", n] for i, n in
                                  ((0, "img_00.png"), (1, "img_01.jpg"), (2, "img_02.jpg"))]
         for g in data["groups"] + rest["groups"]:
             keeper = next(m for m in g["members"] if m["keeper"])
-            assert keeper["name"].startswith("img_")  # most pixels
+            assert keeper["name"].split("/")[-1].startswith("img_")  # most pixels
+            assert g["members"][0] is keeper or g["members"][0] == keeper  # the keeper comes first
+            assert all(m["name"].count("/") == 1 and m["folder"] in m["path"] for m in g["members"])  # folder/name
+            assert keeper["role"] == "keep" and all(m["role"] == "act" for m in g["members"] if m is not keeper)
+            assert all(m["size"] > 0 and m["width"] > 0 and m["modified"].startswith("20") for m in g["members"])
         assert c.get("/api/duplicates?threshold=0.88&offset=99").json()["groups"] == []
 
 
@@ -317,10 +321,10 @@ def test_undecodable_file_names_are_shown_escaped(tmp_path, image_folder):
         r = c.post("/api/search?k=1", files={"image": ("q.png", _png(50), "image/png")})
         assert r.status_code == 200, r.text
         top = r.json()["results"][0]
-        assert top["name"] == "caf\\xe9.png" and top["path"].endswith("/cats/caf\\xe9.png")
+        assert top["name"] == "cats/caf\\xe9.png" and top["path"].endswith("/cats/caf\\xe9.png")
         assert c.get(top["image_url"]).status_code == 200 and c.get(top["thumb_url"]).status_code == 200
         r = c.post("/api/search", json={"id": top["id"], "k": 1})
-        assert r.status_code == 200 and r.json()["query"]["name"] == "caf\\xe9.png"
+        assert r.status_code == 200 and r.json()["query"]["name"] == "cats/caf\\xe9.png"
         assert c.post("/api/search", json={"id": 10**30}).status_code == 404
 
 

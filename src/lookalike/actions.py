@@ -618,3 +618,49 @@ def _prune_empty(to: str, dsts: list[str]) -> None:
             except OSError:
                 break
             d = d.parent
+
+
+# ---------------------------------------------------------------- groups chosen by a person (the page)
+def chosen_groups(col, choices, threshold: float) -> list:
+    """Review groups from a person's choices: ``[(keeper_id, [ids to act on]), ...]``.
+
+    Each chosen member is scored against its keeper again: one below ``threshold``, or marked
+    "not duplicates" with it, gets a role other than ``act`` and :func:`make_plan` leaves it
+    alone, whatever the request said. Only ids of ``col`` are accepted.
+
+    Parameters
+    ----------
+    col : Collection
+    choices : sequence of (int, sequence of int)
+    threshold : float
+        The score to the keeper a member needs to be acted on.
+
+    Raises
+    ------
+    ValueError
+        An id that is not in ``col``, a keeper among its own members, or a group without members.
+    """
+    from .dupes import _Facts, _make_group
+
+    decisions_of: dict[str, set[int]] = {}
+    for k, hashes in enumerate(load_decisions(col.path)):
+        for h in hashes:
+            decisions_of.setdefault(h, set()).add(k)
+
+    def ignored_pair(h1: str, h2: str) -> bool:
+        return bool(decisions_of.get(h1, set()) & decisions_of.get(h2, set()))
+
+    facts, groups = _Facts(col), []
+    for keeper, members in choices:
+        ids = [int(keeper), *(int(i) for i in members)]
+        if not members:
+            raise ValueError(f"The group of keeper {keeper} names no image to act on.")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"The group of keeper {keeper} names an image twice (or the keeper as a member).")
+        for i in ids:
+            try:
+                col.row_of_id(i)
+            except (KeyError, OverflowError):
+                raise ValueError(f"No image with id {i} in {col.path}.") from None
+        groups.append(_make_group(col, facts, sorted(ids), int(keeper), [], "near", threshold, (), ignored_pair))
+    return groups

@@ -128,6 +128,14 @@ def index(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     show_skipped: Annotated[int, typer.Option(help="List at most this many skipped files.")] = 20,
+    profile: Annotated[
+        Optional[str],
+        typer.Option(
+            help="New collections: the embedding pipeline. fast = centre crop (1 pass per image); balanced (default) "
+            "= centre crop + whole frame (2 passes, finds edited copies better); best = balanced + mirror images "
+            "(4 passes). Measured speed and quality: README, Quality.", show_default=False
+        ),
+    ] = None,
 ):
     """Embed every image under FOLDER into the collection (incremental: only new or changed files)."""
     from .collection import Collection, CollectionError, display
@@ -136,11 +144,28 @@ def index(
     encoder = canonical_name(encoder) if encoder else None  # onnx:PATH -> absolute, as the collection records it
     if not folder.exists():
         _fail(f"No such folder or file: {folder}")
+    views = None  # the default pipeline (encoders.DEFAULT_VIEWS)
+    if profile is not None:
+        from .encoders import get_profile
+
+        try:
+            prof = get_profile(profile)
+        except ValueError as e:
+            _fail(str(e))
+        if (encoder and encoder != prof.encoder) or flip_average:
+            _fail(f"--profile {profile} sets the encoder ({prof.encoder}) and mirror averaging "
+                  f"({'on' if prof.flip_average else 'off'}); drop --encoder / --flip-average, or --profile.")
+        encoder, views, flip_average = prof.encoder, prof.views, prof.flip_average
+    existed = not rebuild and (Path(db).expanduser() / "manifest.json").exists()
     try:
         if rebuild:
-            col = Collection.create(db, encoder=encoder, engine=engine, flip_average=flip_average, overwrite=True)
+            col = Collection.create(db, encoder=encoder, engine=engine, flip_average=flip_average, overwrite=True,
+                                    views=views)
         else:
-            col = Collection.open_or_create(db, encoder=encoder, engine=engine, flip_average=flip_average)
+            col = Collection.open_or_create(db, encoder=encoder, engine=engine, flip_average=flip_average,
+                                            views=views)
+        if existed:
+            _pipeline_note(col, profile)
         if progress and not as_json and sys.stderr.isatty():
             with err.status(f"preparing the {col.encoder_name} model (the first run builds it once)..."):
                 col.encoder  # noqa: B018 (built here, not under the progress bar)
@@ -524,6 +549,24 @@ def map_(
     out.print(f"map of {min(len(col), max_points)} images written to {out_png}")
 
 
+def _pipeline_note(col, profile: str | None) -> None:
+    """An existing collection keeps its pipeline: refuse another --profile, note an older default."""
+    from .encoders import DEFAULT_PROFILE, LEGACY_VIEWS, PROFILES, profile_of
+
+    m = col.manifest
+    views = tuple(m.get("views", LEGACY_VIEWS))
+    mine = profile_of(m["encoder"], views, m.get("flip_average", False))
+    what = f"profile {mine!r}" if mine else f"{m['encoder']}, views {'+'.join(views)}"
+    if profile is not None and profile != mine:
+        _fail(f"{col.path} was built with {what}, not {profile!r}: embeddings of different pipelines cannot be "
+              f"compared. Omit --profile to add to it as it is, or use a new --db (or --rebuild) for {profile!r}.")
+    default = PROFILES[DEFAULT_PROFILE]
+    if profile is None and "views" not in m and not m["encoder"].startswith("onnx:"):  # made before views existed
+        err.print(f"[yellow]note:[/] {col.path} uses an older pipeline ({what}); new images are embedded the same "
+                  f"way, so its embeddings stay comparable. New collections default to {DEFAULT_PROFILE!r} "
+                  f"({default.summary}): index again with --rebuild (or a new --db) to switch.", highlight=False)
+
+
 @app.command("eval")
 def evaluate(
     db: DbOpt = DEFAULT_DB,
@@ -604,8 +647,19 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload in MB (larger: HTTP 413).")] = 20.0,
+    token: Annotated[str | None, typer.Option(help="Token actions need (Authorization: Bearer); default "
+                                                   "$LOOKALIKE_TOKEN, else a new one, printed in the page URL.",
+                                              show_default=False)] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Turn every action off.")] = False,
+    move_to: Annotated[Path | None, typer.Option("--move-to", help="Folder the page's 'apply' moves duplicates to "
+                                                                   "(keeping their paths; undo restores them).",
+                                                 show_default=False)] = None,
 ):
-    """Serve the web page and REST API (/docs) over the collection, read-only; follows re-indexing."""
+    """Serve the web page and REST API (/docs) over the collection; follows re-indexing.
+
+    Searching is open to whoever reaches the server; actions (moving duplicates, undo) need the
+    token. A --host other than 127.0.0.1 needs --token (or LOOKALIKE_TOKEN) or --read-only.
+    """
     from .extras import MissingExtraError, require
 
     try:
@@ -618,7 +672,8 @@ def serve(
     _open(db, read_only=True)  # fail early, with the friendly message
     try:
         run(db, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-            echo=lambda line: out.print(line, highlight=False))
+            echo=lambda line: out.print(line, highlight=False, soft_wrap=True), token=token, read_only=read_only,
+            move_to=move_to)
     except ServeError as e:
         _fail(str(e))
 

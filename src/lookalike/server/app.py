@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import images
 from ..collection import display
+from ..names import short_names
 from . import schemas
+from .acting import add_action_routes
 from .duplicates import MAX_PAIRS, DuplicateJobs
 from .guard import HostCheck
 from .live import CHECK_INTERVAL_S, LiveCollection
@@ -49,6 +50,8 @@ THUMB_WORKERS = 4
 MAX_GROUPS_PAGE = 200
 MAX_GROUP_MEMBERS = 200
 MAX_GROUP_PAIRS = 50
+# Images per page of /api/images (each is a thumbnail the page then asks for).
+MAX_BROWSE = 200
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
                ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
 GET_HEAD = ["GET", "HEAD"]
@@ -100,22 +103,39 @@ def _json_id_query(body: bytes, k: int) -> tuple[int, int]:
     return image_id, k
 
 
-def _group_json(g) -> dict:
-    def member(i, p):
-        return {"id": i, "name": display(Path(p).name), "path": display(p), "thumb_url": f"/api/thumbs/{i}",
-                "keeper": i == g.keeper}
+def _groups_json(col, page, threshold: float) -> list[dict]:
+    """One page of groups, each member with its facts, score and role against the keeper (see ``actions``)."""
+    from datetime import datetime, timezone
 
-    members = [member(i, p) for i, p in zip(g.ids[:MAX_GROUP_MEMBERS], g.paths[:MAX_GROUP_MEMBERS])]
-    if g.keeper not in g.ids[:MAX_GROUP_MEMBERS]:
-        members.append(member(g.keeper, g.paths[g.ids.index(g.keeper)]))
-    return {"ids": g.ids[:MAX_GROUP_MEMBERS], "size": len(g.ids), "keeper": g.keeper, "min_score": g.min_score,
-            "pair_count": len(g.pairs), "pairs": [list(p) for p in g.pairs[:MAX_GROUP_PAIRS]], "members": members}
+    from ..actions import chosen_groups
+
+    choices = []
+    for g in page:
+        ids = g.ids[:MAX_GROUP_MEMBERS]
+        choices.append((g.keeper, [i for i in ids if i != g.keeper]))
+    out = []
+    for g, rg in zip(page, chosen_groups(col, choices, threshold)):
+        names = short_names([m.path for m in rg.members])
+
+        def member(m, name):
+            modified = datetime.fromtimestamp(m.mtime_ns / 1e9, timezone.utc).isoformat(timespec="seconds")
+            return {"id": m.id, "name": name, "path": display(m.path), "thumb_url": f"/api/thumbs/{m.id}",
+                    "image_url": f"/api/images/{m.id}", "keeper": m.role == "keep", "size": m.size,
+                    "width": m.width, "height": m.height, "modified": modified, "folder": display(m.folder),
+                    "score": round(m.score, 6), "identical": m.identical, "role": m.role}
+
+        members = sorted((member(m, n) for m, n in zip(rg.members, names)), key=lambda m: not m["keeper"])
+        out.append({"ids": g.ids[:MAX_GROUP_MEMBERS], "size": len(g.ids), "keeper": g.keeper,
+                    "min_score": g.min_score, "pair_count": len(g.pairs),
+                    "pairs": [list(p) for p in g.pairs[:MAX_GROUP_PAIRS]], "members": members})
+    return out
 
 
 def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
                max_pixels: int | None = images.DEFAULT_MAX_PIXELS, allowed_hosts: set[str] | None = None,
                upload_workers: int = UPLOAD_WORKERS, upload_queue: int = UPLOAD_QUEUE, max_pairs: int = MAX_PAIRS,
-               check_interval: float = CHECK_INTERVAL_S, body_timeout: float = BODY_TIMEOUT_S) -> FastAPI:
+               check_interval: float = CHECK_INTERVAL_S, body_timeout: float = BODY_TIMEOUT_S,
+               token: str | None = None, read_only: bool = False, move_to: str | Path | None = None) -> FastAPI:
     """Build the app over the collection at ``db`` (opened read-only; new generations followed).
 
     Parameters
@@ -136,6 +156,14 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         Seconds between two checks for a new generation of the collection.
     body_timeout : float
         Seconds a request body may take to arrive (408 after).
+    token : str, optional
+        The bearer token the acting endpoints require (see :mod:`lookalike.server.acting`);
+        None turns actions off.
+    read_only : bool, default False
+        Turns every action off, token or not.
+    move_to : path, optional
+        The folder duplicates are moved to (fixed here, never taken from a request); None
+        turns moves off. ValueError if it is inside the collection folder.
     """
     live = LiveCollection(db, check_interval=check_interval)
     uploads = EmbedQueue(workers=upload_workers, max_pending=upload_queue)
@@ -147,10 +175,9 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     thumbs = _ThumbCache(THUMB_CACHE_ITEMS)
     thumb_slots = threading.BoundedSemaphore(THUMB_WORKERS)
 
-    def hit_json(h):  # file names are data: undecodable bytes shown escaped (display), never a 500
+    def hit_json(h, name):  # file names are data: undecodable bytes shown escaped (display), never a 500
         return {**h.to_dict(), "path": display(h.path), "label": display(h.label) if h.label else h.label,
-                "name": display(Path(h.path).name), "image_url": f"/api/images/{h.id}",
-                "thumb_url": f"/api/thumbs/{h.id}"}
+                "name": name, "image_url": f"/api/images/{h.id}", "thumb_url": f"/api/thumbs/{h.id}"}
 
     def record_or_404(col, image_id: int) -> dict:
         try:
@@ -209,7 +236,8 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
             rec = record_or_404(col, image_id)
             self_row = col.row_of_id(image_id)
             vector = col.embeddings[self_row]
-            query = {"id": image_id, "name": display(Path(rec["path"]).name), "thumb_url": f"/api/thumbs/{image_id}"}
+            query = {"id": image_id, "name": display(Path(rec["path"]).name), "thumb_url": f"/api/thumbs/{image_id}",
+                     "path": display(rec["path"])}
         else:
             request._body = body  # starlette parses the form from the cached body
             try:
@@ -242,7 +270,21 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
             return method, col.search_vectors(vector[None, :], k, method=method, exclude_rows=exclude)[0]
 
         method, hits = await run_in_threadpool(rank)
-        return {"query": query, "method": method, "results": [hit_json(h) for h in hits]}
+        names = short_names([h.path for h in hits] + ([rec["path"]] if is_json else []))
+        if is_json:
+            query["name"] = names[-1]
+        return {"query": query, "method": method, "results": [hit_json(h, n) for h, n in zip(hits, names)]}
+
+    @app.api_route("/api/images", methods=GET_HEAD, response_model=schemas.ImagesOut, responses=errors(422))
+    def browse(offset: int = Query(0, ge=0, le=2**62, description="Images to skip (index order)"),
+               limit: int = Query(48, ge=1, le=MAX_BROWSE, description="Images per page")):
+        """One page of the collection's images, in index order: the start page's browsing."""
+        col = live.get()
+        cols = col.metadata_columns()
+        ids, paths = cols["id"][offset : offset + limit].tolist(), cols["path"][offset : offset + limit].tolist()
+        return {"total": len(col), "offset": offset, "limit": limit,
+                "images": [{"id": i, "name": n, "path": display(p), "thumb_url": f"/api/thumbs/{i}",
+                            "image_url": f"/api/images/{i}"} for i, p, n in zip(ids, paths, short_names(paths))]}
 
     image_content = {mt: schemas.IMAGE_BINARY for mt in sorted(set(MEDIA_TYPES.values()))}
     image_content["application/octet-stream"] = schemas.IMAGE_BINARY
@@ -302,8 +344,9 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         if job.state == "failed":
             raise HTTPException(503, f"The duplicate search failed ({job.error}); ask again to retry.")
         page = job.groups[offset : offset + limit]
+        groups = await run_in_threadpool(_groups_json, col, page, job.threshold)
         return {"status": "done", **head, "total_groups": len(job.groups), "offset": offset, "limit": limit,
-                "groups": [_group_json(g) for g in page], "pairs": job.pairs, "truncated": job.truncated,
+                "groups": groups, "pairs": job.pairs, "truncated": job.truncated,
                 "max_pairs": dupes.max_pairs, "seconds": job.seconds}
 
     @app.api_route("/", methods=GET_HEAD, include_in_schema=False)
@@ -315,9 +358,10 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         return JSONResponse(app.openapi())
 
     @app.api_route("/docs", methods=GET_HEAD, include_in_schema=False)
-    def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="lookalike API")
+    def docs():  # Swagger UI is not shipped with fastapi: this page lists the API offline, Swagger UI on request
+        return FileResponse(STATIC / "docs.html", media_type="text/html")
 
+    add_action_routes(app, db=db, live=live, dupes=dupes, token=token, read_only=read_only, move_to=move_to)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def openapi():

@@ -34,6 +34,25 @@ class _Abandoned(Exception):
     pass
 
 
+def _undecided(col, pairs: list) -> list:
+    """``pairs`` less those a person marked "not duplicates" (``lookalike.actions`` decisions)."""
+    from ..actions import load_decisions
+
+    decisions = load_decisions(col.path)
+    if not decisions:
+        return pairs
+    of: dict[str, set[int]] = {}
+    for k, hashes in enumerate(decisions):
+        for h in hashes:
+            of.setdefault(h, set()).add(k)
+    hashes = col.metadata_columns()["content_hash"]
+
+    def h(i):
+        return hashes[col.row_of_id(i)] or ""
+
+    return [p for p in pairs if not (of.get(h(p.id_a), set()) & of.get(h(p.id_b), set()))]
+
+
 @dataclass
 class Job:
     """One duplicate computation and its result."""
@@ -109,7 +128,7 @@ class DuplicateJobs:
             try:
                 scan = scan_pairs(job.col, job.threshold, method=self.method, max_pairs=self.max_pairs,
                                   progress=report)
-                job.groups = group_pairs(job.col, scan.pairs, strict=job.strict)
+                job.groups = group_pairs(job.col, _undecided(job.col, scan.pairs), strict=job.strict)
                 job.pairs, job.truncated = len(scan.pairs), scan.truncated
                 job.seconds = round(time.perf_counter() - t0, 3)
                 job.progress, job.state = 1.0, "done"

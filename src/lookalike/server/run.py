@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
 import sys
 from pathlib import Path
@@ -23,8 +25,11 @@ SHUTDOWN_S = 5
 EXPOSED_WARNING = """\
 WARNING: lookalike is listening on {host}:{port}, which is reachable from other machines.
 Anyone who can reach it can see EVERY photo in the collection and its absolute path on this
-disk, and make the server work (uploads, duplicate searches). There is no login.
+disk, and make the server work (uploads, duplicate searches); only actions need the token.
 Use --host 127.0.0.1 (the default) unless this network is trusted.{extra}"""
+TOKEN_ENV = "LOOKALIKE_TOKEN"
+# Bytes of randomness in a generated token (43 URL-safe characters).
+TOKEN_BYTES = 32
 
 
 class ServeError(RuntimeError):
@@ -66,17 +71,47 @@ def build_config(app, *, header_timeout: float = HEADER_TIMEOUT_S, log_level: st
                           server_header=False)
 
 
+def resolve_token(token: str | None, host: str, read_only: bool) -> tuple[str | None, bool]:
+    """The token actions need, and whether it was generated: ``token``, else ``$LOOKALIKE_TOKEN``, else a new one.
+
+    A server reachable from other machines (``host`` not loopback) must be given its token
+    (:class:`ServeError` otherwise) unless it is ``read_only``, which needs none.
+    """
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if token is not None and len(token) < 16:
+        raise ServeError(f"The token is {len(token)} characters; use at least 16 (e.g. python -c \"import secrets; "
+                         "print(secrets.token_urlsafe())\").")
+    if read_only:
+        return token, False
+    if token is None and not is_loopback(host):
+        raise ServeError(f"--host {host} is reachable from other machines: give the token actions need with --token "
+                         f"or {TOKEN_ENV}, or add --read-only.")
+    if token is None:
+        return secrets.token_urlsafe(TOKEN_BYTES), True
+    return token, False
+
+
 def run(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         max_pixels: int | None = images.DEFAULT_MAX_PIXELS, header_timeout: float = HEADER_TIMEOUT_S,
-        body_timeout: float = BODY_TIMEOUT_S, log_level: str = "warning", echo=print) -> None:
+        body_timeout: float = BODY_TIMEOUT_S, log_level: str = "warning", echo=print, token: str | None = None,
+        read_only: bool = False, move_to: str | Path | None = None) -> None:
     """Serve the collection at ``db`` until SIGTERM or Ctrl-C.
 
     Checks the port first (:class:`ServeError` if taken), warns loudly on ``stderr`` when
     ``host`` is not a loopback address, answers only ``Host`` headers naming the bound address
     (DNS rebinding; a wildcard bind answers any), and runs uvicorn with the limits above.
+    Actions (moving duplicates, undo) need ``token`` (see :func:`resolve_token`); the page URL
+    printed carries it in its fragment (``#token=...``, never sent to the server or logged).
     """
     import uvicorn
 
+    token, generated = resolve_token(token, host, read_only)
+    try:
+        from .acting import check_move_to
+
+        check_move_to(db, move_to)
+    except ValueError as err:
+        raise ServeError(str(err)) from None
     sock = bind(host, port)
     try:
         hosts = allowed_hosts(host, port)
@@ -84,9 +119,16 @@ def run(db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload
             extra = ("\nThe Host-header check is off for a wildcard address." if hosts is None else "")
             print(EXPOSED_WARNING.format(host=host, port=port, extra=extra), file=sys.stderr, flush=True)
         app = create_app(db, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, allowed_hosts=hosts,
-                         body_timeout=body_timeout)
+                         body_timeout=body_timeout, token=token, read_only=read_only, move_to=move_to)
         shown = f"[{host}]" if ":" in host else host
-        echo(f"lookalike serving {db} at http://{shown}:{port}  (API docs: /docs; Ctrl-C to stop)")
+        url = f"http://{shown}:{port}/"
+        echo(f"lookalike serving {db} at {url}  (API docs: /docs; Ctrl-C to stop)")
+        if read_only:
+            echo("Read-only: actions are off.")
+        else:
+            moves = f"duplicates are moved to {move_to}" if move_to else "moves are off (no --move-to)"
+            echo(f"To act (review duplicates, {moves}), open: {url}#token={token}" if generated else
+                 f"Actions need the token you gave: open {url}#token=TOKEN ({moves}).")
         server = uvicorn.Server(build_config(app, header_timeout=header_timeout, log_level=log_level))
         server.run(sockets=[sock])
     finally:

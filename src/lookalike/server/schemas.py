@@ -53,6 +53,7 @@ class QueryOut(BaseModel):
 
     id: int | None = None
     name: str
+    path: str | None = None
     thumb_url: str | None = None
     width: int | None = None
     height: int | None = None
@@ -67,13 +68,23 @@ class SearchOut(BaseModel):
 
 
 class Member(BaseModel):
-    """One image of a duplicate group."""
+    """One image of a duplicate group, with what a person needs to judge it."""
 
     id: int
-    name: str
+    name: str = Field(description="folder/name: the shortest tail of the path that tells the members apart")
     path: str
     thumb_url: str
+    image_url: str
     keeper: bool
+    size: int = Field(description="File size in bytes")
+    width: int
+    height: int
+    modified: str = Field(description="Modified time, ISO 8601 (UTC)")
+    folder: str
+    score: float = Field(description="Cosine similarity to the keeper (1 for the keeper)")
+    identical: bool = Field(description="Byte-identical to the keeper")
+    role: str = Field(description="keep, act (an action may touch it), chained (below the threshold against the "
+                                  "keeper: never acted on), ignored (marked not duplicates)")
 
 
 class GroupOut(BaseModel):
@@ -86,6 +97,25 @@ class GroupOut(BaseModel):
     pair_count: int
     pairs: list[tuple[int, int, float]] = Field(description="The strongest pairs (id_a, id_b, score), capped.")
     members: list[Member]
+
+
+class ImageOut(BaseModel):
+    """One image of the collection (browsing)."""
+
+    id: int
+    name: str = Field(description="folder/name, unique among the images of the page")
+    path: str
+    thumb_url: str
+    image_url: str
+
+
+class ImagesOut(BaseModel):
+    """`/api/images`: one page of the collection, in index order."""
+
+    total: int
+    offset: int
+    limit: int
+    images: list[ImageOut]
 
 
 class DuplicatesDone(BaseModel):
@@ -118,12 +148,17 @@ class DuplicatesRunning(BaseModel):
 
 def errors(*codes: int) -> dict:
     """OpenAPI ``responses`` entries for error ``codes`` (all share the :class:`Error` body)."""
-    text = {400: "Bad request (e.g. a Host header that is not this server)", 404: "No image with this id",
+    text = {400: "Bad request (a Host header that is not this server, a body that is not JSON)",
+            404: "No image with this id",
             408: "The request body took too long to arrive",
-            409: "The collection is empty", 410: "The image is indexed but its file is gone or unreadable",
+            409: "The collection is empty, or there is nothing to act on or undo",
+            410: "The image is indexed but its file is gone or unreadable",
             413: "Upload too large", 415: "Unsupported content type", 422: "Invalid parameters or body",
             429: "Too many uploads or duplicate searches in progress; retry later",
             503: "The computation failed (e.g. the collection changed under it); retry"}
+    text.update({401: "No token: send Authorization: Bearer TOKEN (printed by lookalike serve)",
+                 403: "Wrong token, or actions are off (serve --read-only, or no --move-to)",
+                 423: "The collection or its journal is busy (an index or another action is running); retry"})
     return {c: {"model": Error, "description": text[c]} for c in codes}
 
 

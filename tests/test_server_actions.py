@@ -1,0 +1,203 @@
+"""The acting endpoints: who may act (token, read-only, fixed target), what is accepted, journal and undo."""
+
+import hashlib
+import os
+import time
+
+import pytest
+from conftest import synthetic_image
+from fastapi.testclient import TestClient
+
+from lookalike import Collection, actions
+from lookalike.server import ServeError, create_app
+from lookalike.server.run import resolve_token
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MUTATING = ["/api/actions/plan", "/api/actions/apply", "/api/actions/undo", "/api/actions/ignore"]
+
+
+@pytest.fixture
+def dup_db(tmp_path, image_folder):
+    """12 synthetic images plus 90%-size copies of images 0, 1 and 2 (three duplicate pairs)."""
+    for i, sub in ((0, "dogs"), (1, "cats"), (2, "dogs")):
+        synthetic_image(i).resize((144, 108)).save(image_folder / sub / f"copy_{i:02d}.png")
+    Collection.create(tmp_path / "db").index(image_folder)
+    return tmp_path / "db"
+
+
+def _tree(folder) -> dict:
+    """Every file under ``folder`` with its content hash (what "nothing on disk changed" compares)."""
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[p] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+def _groups(c, threshold=0.88):
+    deadline = time.time() + 30
+    while True:
+        r = c.get(f"/api/duplicates?threshold={threshold}")
+        if r.status_code != 202:
+            assert r.status_code == 200, r.text
+            return r.json()["groups"]
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+def _choice(g):
+    return {"keeper": g["keeper"], "act": [m["id"] for m in g["members"] if not m["keeper"]]}
+
+
+@pytest.fixture
+def acting(dup_db, tmp_path):
+    app = create_app(dup_db, token=TOKEN, move_to=tmp_path / "moved", check_interval=0.05)
+    with TestClient(app) as c:
+        yield c, dup_db, tmp_path
+
+
+def test_without_a_token_or_with_a_wrong_one_nothing_changes(acting):
+    c, db, tmp = acting
+    before = _tree(tmp)
+    g = _groups(c)[0]
+    body = {"groups": [_choice(g)], "threshold": 0.88}
+    bodies = {"/api/actions/plan": body, "/api/actions/apply": body, "/api/actions/undo": {},
+              "/api/actions/ignore": {"ids": [g["keeper"], _choice(g)["act"][0]]}}
+    for url in MUTATING:
+        assert c.post(url, json=bodies[url]).status_code == 401, url
+        r = c.post(url, json=bodies[url], headers={"Authorization": "Bearer wrong-token"})
+        assert r.status_code == 403 and "Wrong token" in r.json()["detail"], url
+        assert c.post(url, json=bodies[url], headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401, url
+        assert c.post(url, json=bodies[url], headers={"Cookie": f"token={TOKEN}"}).status_code == 401, url
+    assert _tree(tmp) == before and not (tmp / "moved").exists()
+    assert not (db / "decisions.json").exists()
+
+
+@pytest.mark.parametrize("body", [
+    {"groups": [{"keeper": 0, "act": ["../../etc/passwd"]}]},
+    {"groups": [{"keeper": "../photos/dogs/img_00.png", "act": [1]}]},
+    {"groups": [{"keeper": 0, "act": [10**6]}]},  # not an id of this collection
+    {"groups": [{"keeper": 0, "act": [0]}]},  # the keeper as its own member
+    {"groups": [{"keeper": 0, "act": [1]}], "to": "/tmp/elsewhere"},  # the target is fixed at start
+    {"groups": [{"keeper": 0, "act": [1]}], "move_to": "/tmp/elsewhere"},
+    {"groups": [{"keeper": 0, "act": [1], "path": "/etc/passwd"}]},
+    {"groups": [{"keeper": 0, "act": [1.5]}]},
+    {"groups": [{"keeper": True, "act": [1]}]},
+    {"groups": [], "all": False},
+    {"action": "delete", "groups": [{"keeper": 0, "act": [1]}]},
+])
+def test_traversal_and_foreign_ids_are_refused(acting, body):
+    c, _, tmp = acting
+    before = _tree(tmp)
+    for url in ("/api/actions/plan", "/api/actions/apply"):
+        r = c.post(url, json=body, headers=AUTH)
+        assert r.status_code == 422, (url, r.text)
+    assert _tree(tmp) == before
+
+
+def test_undo_and_ignore_refuse_bad_bodies(acting):
+    c, db, tmp = acting
+    before = _tree(tmp)
+    assert c.post("/api/actions/undo", json={"run": "../../manifest"}, headers=AUTH).status_code == 422
+    assert c.post("/api/actions/undo", json={}, headers=AUTH).status_code == 409  # nothing to undo yet
+    assert c.post("/api/actions/ignore", json={"ids": [0, 10**6]}, headers=AUTH).status_code == 422
+    assert c.post("/api/actions/ignore", json={"ids": [0]}, headers=AUTH).status_code == 422
+    assert c.post("/api/actions/ignore", json={"ids": ["../x", 1]}, headers=AUTH).status_code == 422
+    assert _tree(tmp) == before
+
+
+def test_an_unrelated_image_is_never_moved(acting):
+    """The request names a keeper and an image that is no duplicate of it: the server re-scores and leaves it."""
+    c, db, tmp = acting
+    col = Collection.open(db, read_only=True)
+    a, b = (int(i) for i in col.ids[:2])
+    r = c.post("/api/actions/plan", json={"groups": [{"keeper": a, "act": [b]}]}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["files"] == 0
+    assert "below" in r.json()["left_out"][0]["reason"]
+
+
+def test_plan_apply_undo_through_the_journal(acting):
+    c, db, tmp = acting
+    photos = tmp / "photos"
+    before = _tree(photos)
+    groups = _groups(c)
+    assert len(groups) == 3
+    plan = c.post("/api/actions/plan", json={"groups": [_choice(g) for g in groups[:2]], "threshold": 0.88},
+                  headers=AUTH)
+    assert plan.status_code == 200, plan.text
+    p = plan.json()
+    assert p["files"] == 2 and p["groups"] == 2 and p["bytes"] > 0
+    assert all(s["dest"].startswith(str(tmp / "moved")) for s in p["steps"])
+    assert _tree(photos) == before, "a plan changes nothing"
+    r = c.post("/api/actions/apply", json={"groups": [_choice(g) for g in groups[:2]], "threshold": 0.88},
+               headers=AUTH)
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert len(done["done"]) == 2 and not done["skipped"]
+    assert all(not os.path.exists(p) for p in done["done"])
+    assert len(_tree(tmp / "moved")) == 2
+    assert actions.runs(db)[-1]["run"] == done["run"], "the same journal as the CLI"
+    state = c.get("/api/actions").json()
+    assert state["enabled"] and state["runs"][0]["run"] == done["run"] and state["move_to"] == str(tmp / "moved")
+    after = _groups(c)  # moved files stay indexed at their new place (the collection follows them, as in the CLI)
+    moved_paths = sorted(m["path"] for g in after for m in g["members"] if m["path"].startswith(str(tmp / "moved")))
+    assert moved_paths == sorted(s["dest"] for s in p["steps"]), "the server follows the new generation"
+    again = c.post("/api/actions/plan", json={"all": True, "threshold": 0.88}, headers=AUTH).json()
+    assert again["files"] == 1 and sum("already in the --move-to" in x["reason"] for x in again["left_out"]) == 2
+    u = c.post("/api/actions/undo", json={"run": done["run"]}, headers=AUTH)
+    assert u.status_code == 200 and sorted(u.json()["done"]) == sorted(done["done"])
+    assert _tree(photos) == before
+    assert not any(m["path"].startswith(str(tmp / "moved")) for g in _groups(c) for m in g["members"])
+
+
+def test_apply_all_suggested_keepers(acting):
+    c, db, tmp = acting
+    _groups(c)
+    p = c.post("/api/actions/plan", json={"all": True, "threshold": 0.88}, headers=AUTH).json()
+    assert p["files"] == 3 and p["groups"] == 3
+    r = c.post("/api/actions/apply", json={"all": True, "threshold": 0.88}, headers=AUTH)
+    assert r.status_code == 200 and len(r.json()["done"]) == 3
+    assert c.post("/api/actions/undo", json={}, headers=AUTH).status_code == 200
+
+
+def test_ignore_is_remembered_and_respected(acting):
+    c, db, tmp = acting
+    g = _groups(c)[0]
+    r = c.post("/api/actions/ignore", json={"ids": [m["id"] for m in g["members"]]}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["images"] == 2
+    assert actions.load_decisions(db)
+    assert g["keeper"] not in [x["keeper"] for x in _groups(c)] and len(_groups(c)) == 2
+
+
+def test_read_only_and_no_token_and_no_target(dup_db, tmp_path):
+    before = _tree(tmp_path)
+    body = {"groups": [{"keeper": 0, "act": [1]}]}
+    for kwargs in ({"token": TOKEN, "read_only": True, "move_to": tmp_path / "moved"},
+                   {"token": None, "move_to": tmp_path / "moved"}):
+        with TestClient(create_app(dup_db, **kwargs)) as c:
+            assert c.get("/api/actions").json()["enabled"] is False
+            for url in MUTATING:
+                r = c.post(url, json=body, headers=AUTH)
+                assert r.status_code == 403 and "Actions are off" in r.json()["detail"], (kwargs, url, r.text)
+    with TestClient(create_app(dup_db, token=TOKEN)) as c:  # no --move-to: moves off, undo still possible
+        r = c.post("/api/actions/apply", json=body, headers=AUTH)
+        assert r.status_code == 403 and "--move-to" in r.json()["detail"]
+    assert _tree(tmp_path) == before
+    with pytest.raises(ValueError, match="inside the collection"):
+        create_app(dup_db, token=TOKEN, move_to=dup_db / "x")
+
+
+def test_token_rules(monkeypatch):
+    monkeypatch.delenv("LOOKALIKE_TOKEN", raising=False)
+    token, generated = resolve_token(None, "127.0.0.1", False)
+    assert generated and len(token) >= 40
+    with pytest.raises(ServeError, match="--token"):
+        resolve_token(None, "0.0.0.0", False)
+    assert resolve_token(None, "0.0.0.0", True) == (None, False)  # read-only needs none
+    assert resolve_token(TOKEN, "0.0.0.0", False) == (TOKEN, False)
+    with pytest.raises(ServeError, match="at least 16"):
+        resolve_token("short", "127.0.0.1", False)
+    monkeypatch.setenv("LOOKALIKE_TOKEN", TOKEN)
+    assert resolve_token(None, "10.0.0.1", False) == (TOKEN, False)
