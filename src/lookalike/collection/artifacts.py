@@ -31,8 +31,9 @@ LSH_MIN_SEGMENT = 4_096
 # Radius queries (near-duplicate pairs): at most this many neighbours per image and segment,
 # found with this many probes per table. A pair at cosine 0.92 (23 degrees) shares a 16-bit
 # bucket with probability 0.11 per table, so 24-32 tables find it with probability > 0.94
-# from one probe and > 0.99 from two; the compiled batch kernels then rank the candidates.
-RADIUS_K = 32
+# from one probe and > 0.99 from two; near pairs have the fewest differing hash bits, so the
+# RADIUS_K candidates closest in Hamming distance are the only ones ranked exactly.
+RADIUS_K = 24
 RADIUS_PROBES = 2
 
 
@@ -178,7 +179,8 @@ class SegmentedLSH:
             for s, seg in enumerate(self.snap.segments):
                 index = self.parts[s]
                 if index is not None:  # the compiled batch path, few probes: near pairs collide easily
-                    sc_all, ids_all = index.kneighbors(Q, min(RADIUS_K, len(index)), n_probes=RADIUS_PROBES)
+                    sc_all, ids_all = index.kneighbors(Q, min(RADIUS_K, len(index)), n_probes=RADIUS_PROBES,
+                                                       rerank=RADIUS_K)
                     for q in range(len(Q)):
                         keep = (sc_all[q] >= threshold) & (ids_all[q] >= 0)
                         per_q[q][0].append(sc_all[q][keep])

@@ -291,7 +291,8 @@ class LSHIndex:
             scores[rows == exclude_rows[qi]] = -np.inf
         return scores
 
-    def kneighbors(self, X: np.ndarray | None = None, k: int | None = None, *, n_probes: int | None = None):
+    def kneighbors(self, X: np.ndarray | None = None, k: int | None = None, *, n_probes: int | None = None,
+                   rerank: int | None = None):
         """The ``k`` most similar indexed vectors to each query.
 
         Parameters
@@ -303,6 +304,8 @@ class LSHIndex:
             Default: the ``k`` given at construction.
         n_probes : int, optional
             Override the buckets probed per table (more = higher recall, slower).
+        rerank : int, optional
+            Override the Hamming cut of batch queries (candidates re-ranked exactly per query).
 
         Returns
         -------
@@ -336,7 +339,7 @@ class LSHIndex:
                 proj = self.family_._project(Q[c0 : c0 + PROJECT_BATCH])
                 for b0 in range(0, len(proj), QUERY_BATCH):
                     sl = slice(c0 + b0, c0 + b0 + QUERY_BATCH)
-                    self._block(Q[sl], proj[b0 : b0 + QUERY_BATCH], k, n_probes, out_s[sl], out_i[sl])
+                    self._block(Q[sl], proj[b0 : b0 + QUERY_BATCH], k, n_probes, out_s[sl], out_i[sl], rerank)
             return out_s, out_i
         for b0 in range(0, len(Q), QUERY_BATCH):
             q = Q[b0 : b0 + QUERY_BATCH]
@@ -360,13 +363,14 @@ class LSHIndex:
         top = top[np.lexsort((rows[top], -s[top]))]
         out_s[: len(top)], out_i[: len(top)] = s[top], self._ids[rows[top]]
 
-    def _block(self, Q, proj, k, n_probes, out_s, out_i):
+    def _block(self, Q, proj, k, n_probes, out_s, out_i, rerank=None):
         """Top-``k`` of a block of queries (``proj``: their projections), compiled and in parallel.
 
         Each query's cut candidates, then their exact inner products.
         """
         rows = _kernels.query_batch(proj, int(n_probes or self.n_probes_), families.PROBE_BITS,
-                                    self.bucket_bits_, self._keys, self._rows, self._codes, self._alive, self.rerank_)
+                                    self.bucket_bits_, self._keys, self._rows, self._codes, self._alive,
+                                    int(rerank or self.rerank_))
         s = _kernels.dot(self._X, Q, rows)
         kk = min(k, rows.shape[1])
         top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if rows.shape[1] > kk else \
