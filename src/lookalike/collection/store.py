@@ -44,7 +44,7 @@ LEGACY_FILE = re.compile(r"^(meta|embeddings|errors|lsh|dba)-(\d{6})\.(parquet|n
 MANIFEST_KEYS = {
     "format", "format_version", "encoder", "engine", "flip_average", "weights_sha256", "dim", "dtype",
     "generation", "next_id", "next_segment", "count", "errors", "roots", "created", "updated", "uid",
-    "segments", "errors_file", "lsh", "dba", "int8_model",
+    "segments", "errors_file", "lsh", "dba", "int8_model", "views",
 }
 SEGMENT_KEYS = {"name", "rows", "deleted", "meta", "emb", "dels", "lsh"}
 FILE_KEYS = {"name", "size", "xxh3"}
@@ -224,6 +224,7 @@ def new_manifest(enc, *, flip_average: bool, dtype: str, generation: int = 0) ->
         "encoder": enc.name,
         "engine": enc.engine_name,
         "flip_average": bool(flip_average),
+        "views": list(enc.views),  # absent in older collections: the centre crop only
         "weights_sha256": enc.weights_hash,
         "dim": enc.dim,
         "dtype": dtype,

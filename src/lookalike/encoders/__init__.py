@@ -26,7 +26,7 @@ import numpy as np
 
 from ..extras import require
 from .engines import ENGINES
-from .preprocess import draft_size, preprocess
+from .preprocess import VIEWS, draft_size, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,60 @@ REGISTRY: dict[str, EncoderSpec] = {
     ),
 }
 DEFAULT_ENCODER = "efficientnet-lite0"
+# The views a new collection's embedding is pooled from (benchmarks/results/quality-default.json):
+# the centre crop + the whole frame squashed to the input: 2 forward passes per image.
+DEFAULT_VIEWS = ("crop", "full")
+# What a collection without a "views" entry was built with (lookalike before views existed).
+LEGACY_VIEWS = ("crop",)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named embedding pipeline for new collections (``lookalike index --profile NAME``)."""
+
+    name: str
+    encoder: str
+    views: tuple[str, ...]
+    flip_average: bool
+    summary: str
+
+
+# Speed and quality measured on the 2-core VM (README, "Quality"); passes = forward passes per image.
+PROFILES: dict[str, Profile] = {
+    "fast": Profile("fast", "efficientnet-lite0", ("crop",), False, "centre crop only (1 pass; lookalike before 0.x)"),
+    "balanced": Profile("balanced", "efficientnet-lite0", DEFAULT_VIEWS, False,
+                        "centre crop + whole frame (2 passes; the default)"),
+    "best": Profile("best", "efficientnet-lite0", DEFAULT_VIEWS, True,
+                    "centre crop + whole frame, each with its mirror image (4 passes)"),
+}
+DEFAULT_PROFILE = "balanced"
+
+
+def get_profile(name: str) -> Profile:
+    """The :class:`Profile` called ``name``; ``ValueError`` naming the valid ones otherwise."""
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r}; expected one of {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+def profile_of(encoder: str, views, flip_average: bool) -> str | None:
+    """The name of the profile with this pipeline, or None."""
+    for p in PROFILES.values():
+        if (p.encoder, p.views, p.flip_average) == (encoder, tuple(views), bool(flip_average)):
+            return p.name
+    return None
+
+
+def check_views(views) -> tuple[str, ...]:
+    """``views`` as a tuple of known view names (``None``: :data:`DEFAULT_VIEWS`)."""
+    if views is None:
+        return DEFAULT_VIEWS
+    if isinstance(views, str):
+        raise TypeError(f"views must be a sequence of view names such as ('crop', 'full'), got the string {views!r}")
+    views = tuple(views)
+    if not views or len(set(views)) != len(views) or any(v not in VIEWS for v in views):
+        raise ValueError(f"views must be distinct names from {VIEWS}, at least one; got {views!r}")
+    return views
 
 
 def _l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -98,17 +152,23 @@ class Encoder:
         A calibrated int8 model for the ``onnx-int8`` engine.
     flip_average : bool, default False
         Embed each image plus its mirror image (2x the compute).
+    views : sequence of {"crop", "full"}, optional
+        What the embedding is pooled from (default :data:`DEFAULT_VIEWS`): ``crop`` = the centre
+        crop, ``full`` = the whole frame squashed to the input. With several, the embedding is the
+        normalised sum of each view's unit vector (one forward pass per view).
     """
 
     engines: tuple[str, ...] = ENGINES
 
-    def __init__(self, spec, engine: str = "onnx", *, int8_model: Path | None = None, flip_average: bool = False):
+    def __init__(self, spec, engine: str = "onnx", *, int8_model: Path | None = None, flip_average: bool = False,
+                 views=None):
         if engine not in self.engines:
             raise ValueError(f"Unknown engine {engine!r}; expected one of {self.engines}")
         self.spec = spec
         self.engine_name = engine
         self.int8_model = Path(int8_model) if int8_model else None
         self.flip_average = flip_average
+        self.views = check_views(views)
 
     name = property(lambda self: self.spec.name)
     dim = property(lambda self: self.spec.dim)
@@ -202,28 +262,42 @@ class Encoder:
         """Quantise to int8 with activation ranges from ``images`` (RGB PIL); sets :attr:`int8_model`."""
         from . import engines
 
-        batch = np.stack([self.preprocess(im) for im in images])
+        batch = np.stack([self.preprocess(im) for im in images]).reshape(-1, 3, self.image_size, self.image_size)
         engines.quantize_int8(self.fp32_onnx_path(), batch, Path(out_path))
         self.int8_model = Path(out_path)
         self.__dict__.pop("engine", None)
         return self.int8_model
 
     def preprocess(self, image, *, flip: bool = False) -> np.ndarray:
-        """RGB PIL image -> ``(3, S, S)`` float32 model input."""
-        return preprocess(image, self.image_size, flip=flip)
+        """RGB PIL image -> ``(3, S, S)`` float32 model input; ``(V, 3, S, S)`` with several views."""
+        if len(self.views) == 1:
+            return preprocess(image, self.image_size, flip=flip, view=self.views[0])
+        return np.stack([preprocess(image, self.image_size, flip=flip, view=v) for v in self.views])
 
     def features(self, batch: np.ndarray) -> np.ndarray:
         """Preprocessed ``(B, 3, S, S)`` batch -> pooled ``(B, dim)`` features, not normalised."""
         return self.engine(np.ascontiguousarray(batch, dtype=np.float32))
 
     def embed_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed ``(B, 3, S, S)`` batch -> ``(B, dim)`` float32 unit vectors."""
+        """Preprocessed batch -> ``(B, dim)`` float32 unit vectors.
+
+        ``batch`` is ``(B, 3, S, S)`` for one view or ``(B, V, 3, S, S)`` for ``V`` views, as
+        stacked :meth:`preprocess` outputs are.
+        """
+        views = len(self.views)
+        if batch.ndim != (4 if views == 1 else 5) or (views > 1 and batch.shape[1] != views):
+            raise ValueError(f"expected a batch of stacked preprocess() outputs for views {self.views}, "
+                             f"got shape {batch.shape}")
         if batch.shape[0] == 0:
             return np.zeros((0, self.dim), np.float32)
-        feats = self.features(batch)
+        flat = batch.reshape(-1, *batch.shape[-3:])
+        feats = self.features(flat)
         if self.flip_average:  # test-time augmentation: + the mirrored image (2x the compute)
-            feats = feats + self.features(batch[..., ::-1])
-        return _l2_normalize(feats)
+            feats = feats + self.features(flat[..., ::-1])
+        if views == 1:
+            return _l2_normalize(feats)
+        per_view = _l2_normalize(feats).reshape(batch.shape[0], views, -1)
+        return _l2_normalize(per_view.sum(axis=1))
 
     def embed_images(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
         """RGB PIL images -> ``(N, dim)`` float32 unit vectors."""
@@ -243,7 +317,7 @@ def canonical_name(name: str | None) -> str:
 
 
 def get_encoder(name: str | None = None, engine: str | None = None, *, int8_model: Path | None = None,
-                flip_average: bool = False) -> Encoder:
+                flip_average: bool = False, views=None) -> Encoder:
     """Build an encoder by name (default ``efficientnet-lite0``, engine ``onnx``).
 
     Parameters
@@ -253,15 +327,20 @@ def get_encoder(name: str | None = None, engine: str | None = None, *, int8_mode
         model, with its preprocessing in ``PATH/model.json`` (see :mod:`.custom`).
     engine : {"onnx", "onnx-int8", "torch"}, optional
         Default ``onnx``; ``torch`` only for the built-in encoders.
+    views : sequence of {"crop", "full"}, optional
+        Default :data:`DEFAULT_VIEWS` for the built-in encoders; a model of your own has one
+        view, its own preprocessing (``("crop",)``).
     """
     name = name or DEFAULT_ENCODER
     if name.startswith(CUSTOM_PREFIX):
         from .custom import OnnxFileEncoder
 
+        if views is not None and tuple(views) != LEGACY_VIEWS:
+            raise ValueError(f"a model of your own has one view, its own preprocessing; got views {views!r}")
         return OnnxFileEncoder(canonical_name(name)[len(CUSTOM_PREFIX) :], engine or "onnx",
                                int8_model=int8_model, flip_average=flip_average)
     if name not in REGISTRY:
         raise ValueError(
             f"Unknown encoder {name!r}; expected one of {sorted(REGISTRY)} or {CUSTOM_PREFIX}PATH/model.onnx"
         )
-    return Encoder(REGISTRY[name], engine or "onnx", int8_model=int8_model, flip_average=flip_average)
+    return Encoder(REGISTRY[name], engine or "onnx", int8_model=int8_model, flip_average=flip_average, views=views)

@@ -139,7 +139,8 @@ class OnnxFileEncoder(Encoder):
     def __init__(self, model_path, engine: str = "onnx", *, int8_model=None, flip_average: bool = False):
         if engine not in self.engines:
             raise ValueError(f"Unknown engine {engine!r} for an ONNX model of your own; expected one of {self.engines}")
-        super().__init__(OnnxModelSpec.load(model_path), engine, int8_model=int8_model, flip_average=flip_average)
+        super().__init__(OnnxModelSpec.load(model_path), engine, int8_model=int8_model, flip_average=flip_average,
+                         views=("crop",))  # one view: the model's own preprocessing
 
     draft_size = property(lambda self: self.spec.preprocessing.draft_size)
 

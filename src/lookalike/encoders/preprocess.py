@@ -41,7 +41,13 @@ def _crop_resize(image: Image.Image, size: int, crop: tuple[float, float] | None
     return im.transpose(Image.FLIP_LEFT_RIGHT) if flip else im
 
 
-def preprocess(image: Image.Image, image_size: int, *, flip: bool = False) -> np.ndarray:
+# The views an embedding can be pooled from: "crop" = the centre square the checkpoints were
+# evaluated with (what lookalike always used); "full" = the whole frame squashed to S x S (sees
+# the borders and corners the crop drops, so copies cropped, squashed or framed differently agree).
+VIEWS = ("crop", "full")
+
+
+def preprocess(image: Image.Image, image_size: int, *, flip: bool = False, view: str = "crop") -> np.ndarray:
     """Return a ``(3, S, S)`` float32 array for an RGB image (the built-in encoders' rule).
 
     Parameters
@@ -52,8 +58,14 @@ def preprocess(image: Image.Image, image_size: int, *, flip: bool = False) -> np
         S, the model's input side (224 for Lite0).
     flip : bool, default False
         Mirror horizontally (for flip-averaged embeddings).
+    view : {"crop", "full"}, default "crop"
+        ``crop``: centre square of side ``min(w, h) * S / (S + 32)``; ``full``: the whole image
+        resized to ``S x S`` (aspect ratio not kept). See :data:`VIEWS`.
     """
-    im = _crop_resize(image, image_size, (image_size, image_size + CROP_PADDING), Image.BICUBIC, flip)
+    if view not in VIEWS:
+        raise ValueError(f"Unknown view {view!r}; expected one of {VIEWS}")
+    crop = (image_size, image_size + CROP_PADDING) if view == "crop" else None
+    im = _crop_resize(image, image_size, crop, Image.BICUBIC, flip)
     a = np.asarray(im, dtype=np.float32)
     a = (a - 127.0) * (1.0 / 128.0)
     return np.ascontiguousarray(a.transpose(2, 0, 1))

@@ -151,7 +151,7 @@ def encoder_info(encoder: str, engine: str = "onnx") -> dict:
     """What a reader needs to compare embeddings: encoder name, weights hash, dim."""
     enc = _encoder(encoder, engine)
     return {"format": "lookalike-spark-embeddings", "encoder": enc.name, "engine": engine,
-            "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False}
+            "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False, "views": list(enc.views)}
 
 
 def write_meta(spark, output_path: str, info: dict) -> None:
