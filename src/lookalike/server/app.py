@@ -29,7 +29,7 @@ from .. import images
 from ..collection import display
 from ..names import short_names
 from . import schemas
-from .acting import add_action_routes
+from .acting import add_action_routes, check_move_to
 from .duplicates import MAX_PAIRS, DuplicateJobs
 from .guard import HostCheck
 from .live import CHECK_INTERVAL_S, LiveCollection
@@ -167,7 +167,8 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     """
     live = LiveCollection(db, check_interval=check_interval)
     uploads = EmbedQueue(workers=upload_workers, max_pending=upload_queue)
-    dupes = DuplicateJobs(max_pairs=max_pairs)
+    move_to = check_move_to(db, move_to)
+    dupes = DuplicateJobs(max_pairs=max_pairs, exclude_under=str(move_to) if move_to else None)
     live.on_switch.append(dupes.forget_others)  # old generations' results must not keep their files open
     app = FastAPI(title="lookalike", version="0.2", description="Find similar images in a collection.",
                   docs_url=None, redoc_url=None, openapi_url=None)

@@ -10,6 +10,7 @@ served is abandoned at its next progress report.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -34,10 +35,17 @@ class _Abandoned(Exception):
     pass
 
 
-def _undecided(col, pairs: list) -> list:
-    """``pairs`` less those a person marked "not duplicates" (``lookalike.actions`` decisions)."""
+def _undecided(col, pairs: list, exclude_under: str | None = None) -> list:
+    """``pairs`` less those marked "not duplicates" and those with a file under ``exclude_under``.
+
+    Decisions are :mod:`lookalike.actions`'s; ``exclude_under`` is the folder the server moves
+    duplicates to (files there are dealt with already).
+    """
     from ..actions import load_decisions
 
+    if exclude_under is not None:
+        top = exclude_under.rstrip(os.sep) + os.sep
+        pairs = [p for p in pairs if not (p.path_a.startswith(top) or p.path_b.startswith(top))]
     decisions = load_decisions(col.path)
     if not decisions:
         return pairs
@@ -73,8 +81,8 @@ class Job:
 class DuplicateJobs:
     """The duplicate jobs of a server (one worker thread, started on first use)."""
 
-    def __init__(self, *, max_pairs: int = MAX_PAIRS, method: str = "auto"):
-        self.max_pairs, self.method = max_pairs, method
+    def __init__(self, *, max_pairs: int = MAX_PAIRS, method: str = "auto", exclude_under: str | None = None):
+        self.max_pairs, self.method, self.exclude_under = max_pairs, method, exclude_under
         self._jobs: OrderedDict[tuple, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -128,7 +136,8 @@ class DuplicateJobs:
             try:
                 scan = scan_pairs(job.col, job.threshold, method=self.method, max_pairs=self.max_pairs,
                                   progress=report)
-                job.groups = group_pairs(job.col, _undecided(job.col, scan.pairs), strict=job.strict)
+                pairs = _undecided(job.col, scan.pairs, self.exclude_under)
+                job.groups = group_pairs(job.col, pairs, strict=job.strict)
                 job.pairs, job.truncated = len(scan.pairs), scan.truncated
                 job.seconds = round(time.perf_counter() - t0, 3)
                 job.progress, job.state = 1.0, "done"
