@@ -173,3 +173,37 @@ def test_bad_views_and_profiles_say_what_is_valid(encoder):
     with pytest.raises(ValueError, match=r"Unknown profile 'fastest'; expected one of \['balanced', 'best', 'fast'\]"):
         get_profile("fastest")
     assert PROFILES["fast"].views == ("crop",) and get_profile("balanced").views == ("crop", "full")
+
+
+def test_index_profiles_are_recorded_and_never_mixed(tmp_path, image_folder):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+    from lookalike.collection import Collection, store
+
+    runner = CliRunner()
+    fast, default = str(tmp_path / "fast"), str(tmp_path / "default")
+    res = runner.invoke(app, ["index", str(image_folder), "--db", fast, "--profile", "fast", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert store.read_manifest(tmp_path / "fast")["views"] == ["crop"]
+    assert runner.invoke(app, ["index", str(image_folder), "--db", default, "--no-progress"]).exit_code == 0
+    col = Collection.open(default)
+    assert col.manifest["views"] == ["crop", "full"] and col.encoder.views == ("crop", "full")
+    # queries are embedded with the collection's own pipeline
+    q = image_folder / "cats" / "img_01.jpg"
+    assert col.search(str(q), k=1)[0].score > 0.999
+    res = runner.invoke(app, ["index", str(image_folder), "--db", fast, "--profile", "balanced"])
+    assert res.exit_code != 0 and "not 'balanced'" in res.output and "--rebuild" in res.output
+    res = runner.invoke(app, ["index", str(image_folder), "--db", default, "--profile", "fast", "--encoder",
+                              "efficientnet-lite2"])
+    assert res.exit_code != 0 and "--profile fast sets the encoder" in res.output
+    res = runner.invoke(app, ["index", str(image_folder), "--db", default, "--profile", "quick"])
+    assert res.exit_code != 0 and "Unknown profile 'quick'" in res.output
+    # a collection made before views existed: kept as it is, with a note
+    m = store.read_manifest(tmp_path / "fast")
+    del m["views"]
+    store.write_manifest(tmp_path / "fast", m)
+    res = runner.invoke(app, ["index", str(image_folder), "--db", fast, "--no-progress"])
+    assert res.exit_code == 0 and "older pipeline" in res.output, res.output
+    old = Collection.open(fast)
+    assert old.encoder.views == ("crop",) and old.search(str(q), k=1)[0].score > 0.999

@@ -79,3 +79,18 @@ def test_purity_sees_chaining():
     close = np.vstack([base[0], _unit(base[0] + 0.2 * base[1]), _unit(base[0] + 0.5 * base[1])])
     res = ev._purity(close, np.array([0, 0, 1]), [0.8])
     assert res["0.80"]["chained"] == 1 and res["0.80"]["purity"] == 0.0
+
+
+def test_find_twins_uses_pixels_not_the_embedding(tmp_path):
+    from PIL import ImageDraw
+
+    orig = synthetic_image(1, (200, 150))
+    logo = orig.copy()
+    ImageDraw.Draw(logo).rectangle((170, 5, 195, 14), fill=(255, 255, 255))  # the same photo with a logo
+    paths = []
+    for i, im in enumerate([orig, logo, synthetic_image(2, (200, 150)), orig]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        im.save(paths[-1])
+    db = _unit(np.array([[1, 0, 0], [0.95, 0.05, 0], [0.9, 0.1, 0], [0, 0, 1]], np.float32))  # all close but #3
+    assert ev.find_twins(paths, np.array([0]), db) == {0: [1]}  # #2 is close but another photo; #3 is far
+    assert ev.find_twins(paths, np.array([2]), db) == {}

@@ -325,8 +325,51 @@ def _purity(vectors: np.ndarray, group: np.ndarray, thresholds: Sequence[float])
     return out
 
 
+# Two images are the same photo when their 32 x 32 grey thumbnails correlate this much (a
+# collection's own copies of an original: Caltech-101 holds a few, e.g. a render with and without a logo).
+TWIN_CORRELATION = 0.8  # measured: a Caltech render with/without a logo 0.90, different photos <= 0.4
+
+
+def _thumb(image) -> np.ndarray:
+    a = np.asarray(image.convert("L").resize((32, 32)), np.float32).ravel()
+    a -= a.mean()
+    return a / max(float(np.linalg.norm(a)), 1e-6)
+
+
+def find_twins(paths: Sequence[str], rows: np.ndarray, database, *, min_cosine: float = 0.8) -> dict:
+    """The collection's own copies of each original: ``{row: [rows of the same photo]}``.
+
+    Candidates are the images within ``min_cosine`` of an original; a pixel check (grey 32 x 32
+    thumbnails, correlation >= :data:`TWIN_CORRELATION`) decides, so the answer does not depend on
+    the embedding being measured. Unreadable candidates are left out.
+    """
+    from . import images
+
+    db = np.asarray(database, np.float32)
+    out = {}
+    for r in np.asarray(rows):
+        cand = np.flatnonzero(db @ db[r] >= min_cosine)
+        cand = cand[cand != r]
+        if not len(cand):
+            continue
+        try:
+            ref = _thumb(images.decode(paths[r]).image)
+        except images.DecodeError:
+            continue
+        same = []
+        for c in cand:
+            try:
+                if float(ref @ _thumb(images.decode(paths[c]).image)) >= TWIN_CORRELATION:
+                    same.append(int(c))
+            except images.DecodeError:
+                pass
+        if same:
+            out[int(r)] = same
+    return out
+
+
 def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 10, labels=None,
-                          threshold: float = DUPES_THRESHOLD, seed: int = 0,
+                          threshold: float = DUPES_THRESHOLD, seed: int = 0, twins: dict | None = None,
                           negatives: int = NEGATIVE_SAMPLE, purity_sample: int = 2000) -> dict:
     """Score edited copies against the collection they were made from.
 
@@ -346,6 +389,9 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
         The `dupes` threshold for ``found`` (share of pairs copy-original at or above it).
     seed : int
         Seed of the negative samples.
+    twins : dict of int to list of int, optional
+        The collection's own copies of an original (:func:`find_twins`): neither unrelated pairs
+        nor a chaining of different photos.
     negatives : int, default 20,000
         Collection images (a seeded sample, all if fewer) scored against every copy: the unrelated
         pairs of the pair precision.
@@ -361,8 +407,8 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
         :data:`SCALE_THRESHOLDS`, ``found`` (all edits but 90/180 degree rotations), ``found_all``,
         ``false_pairs`` (copy vs. an unrelated collection image at or above it), ``same_class``
         (of those, pairs of the same class) and ``precision`` = true / (true + false) pairs;
-        ``purity``: see :func:`_purity`. Approximate by nature: a collection's own near-duplicates
-        of an original count as unrelated.
+        ``purity``: see :func:`_purity`. Approximate by nature: a collection's own copies of an
+        original count as unrelated unless ``twins`` names them.
     """
     db = np.asarray(database, np.float32)
     rows = np.asarray(rows)
@@ -371,7 +417,12 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
     neg = np.arange(n) if n <= negatives else np.sort(rng.choice(n, negatives, replace=False))
     lab = None if labels is None else np.asarray(labels)
     thresholds = sorted(set(SCALE_THRESHOLDS) | {float(threshold)})
-    out = {"originals": m, "k": k, "threshold": threshold, "negatives": len(neg), "edits": {}}
+    twins = {int(r): list(v) for r, v in (twins or {}).items()}
+    out = {"originals": m, "k": k, "threshold": threshold, "negatives": len(neg),
+           "twins": sum(len(v) for v in twins.values()), "edits": {}}
+    related = neg[None, :] == rows[:, None]  # a copy's own original (and its twins) are no negatives
+    for i, r in enumerate(rows):
+        related[i] |= np.isin(neg, twins.get(int(r), []))
     true_counts = {t: [0, 0] for t in thresholds}  # t -> [all edits, without orientation edits]
     false_counts = {t: [0, 0, 0] for t in thresholds}  # t -> [false pairs, same class, without orientation]
     n_pairs = n_pairs_main = 0
@@ -382,7 +433,7 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
         ranks = np.where(hit.any(1), hit.argmax(1) + 1, k + 1)
         pos = np.einsum("ij,ij->i", vecs, db[rows])
         s = vecs @ db[neg].T
-        s[neg[None, :] == rows[:, None]] = -np.inf  # the copy's own original is no negative
+        s[related] = -np.inf
         main = name not in ORIENTATION_EDITS
         n_pairs += m
         n_pairs_main += m * main
@@ -410,10 +461,13 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
     group = np.repeat(np.arange(m), len(names) + 1)
     P = P.reshape(-1, db.shape[1])
     out["group_map"] = _group_map(P, group)
-    others = np.setdiff1d(np.arange(n), rows)
+    twin_rows = [t for r in rows for t in twins.get(int(r), [])]
+    twin_group = [g for g, r in enumerate(rows) for _ in twins.get(int(r), [])]
+    others = np.setdiff1d(np.arange(n), np.concatenate([rows, np.asarray(twin_rows, int)]))
     if len(others) > purity_sample:
         others = np.sort(rng.choice(others, purity_sample, replace=False))
-    out["purity"] = _purity(np.vstack([P, db[others]]), np.concatenate([group, -np.ones(len(others), int)]),
+    out["purity"] = _purity(np.vstack([P, db[np.asarray(twin_rows, int)].reshape(-1, db.shape[1]), db[others]]),
+                            np.concatenate([group, np.asarray(twin_group, int), -np.ones(len(others), int)]),
                             [t for t in thresholds if t >= 0.8])
     return out
 
@@ -447,5 +501,8 @@ def near_duplicate_robustness(col, n_originals: int = 100, seed: int = 0, k: int
     if not kept:
         raise ValueError("none of the sampled originals could be decoded")
     labels = col.labels if len(set(col.labels)) > 1 else None
-    return score_near_duplicates(col.embeddings, np.asarray(kept), {n: np.stack(v) for n, v in vecs.items()},
-                                 k=k, labels=labels, threshold=threshold, seed=seed)
+    kept = np.asarray(kept)
+    db = np.asarray(col.embeddings, np.float32)
+    twins = find_twins(col.paths, kept, db)
+    return score_near_duplicates(db, kept, {n: np.stack(v) for n, v in vecs.items()},
+                                 k=k, labels=labels, threshold=threshold, seed=seed, twins=twins)
