@@ -156,7 +156,12 @@ async function init() {
     if (b.dataset.view === "dupes") window.dupesOpened();
   }));
   $("#file").addEventListener("change", (e) => searchFile(e.target.files[0]));
-  $("#k").addEventListener("change", () => { if (hashParams().has("id")) fromHash(); else { const p = hashParams(); p.set("k", k()); setHash(p); } });
+  $("#k").addEventListener("change", () => {
+    const p = hashParams();
+    p.set("k", k());
+    setHash(p);
+    if (p.has("id")) fromHash();  // the shown query, again with the new k
+  });
   $("#browse-link").addEventListener("click", backToBrowse);
   const drop = $("#drop");
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
