@@ -180,3 +180,30 @@ def test_rename_keeps_ids_and_embeddings_without_embedding_again(tmp_path, image
     assert again.labels[row] == "moved"
     r = again.index(image_folder)
     assert (r.added, r.updated, r.removed) == (0, 0, 0), "the re-pointed file is seen as unchanged"
+
+
+def test_near_duplicate_pairs_over_segments_match_exact_search(tmp_path, monkeypatch):
+    from lookalike.collection import artifacts
+    from lookalike.dupes import find_pairs
+
+    monkeypatch.setattr(merge, "MAX_SEGMENT_ROWS", 2_000)
+    monkeypatch.setattr(artifacts, "LSH_MIN_SEGMENT", 1_000)
+    rng = np.random.default_rng(4)
+    X = clustered_vectors(5_000, seed=9)
+    # 150 planted near copies (cosine ~0.95-0.99) of random images, spread over all segments
+    src = rng.choice(5_000, 150, replace=False)
+    noise = rng.standard_normal((150, X.shape[1])).astype(np.float32)
+    copies = X[src] + rng.uniform(0.004, 0.01, (150, 1)).astype(np.float32) * noise
+    copies /= np.linalg.norm(copies, axis=1, keepdims=True)
+    data = np.vstack([X, copies])
+    order = rng.permutation(len(data))
+    spark = write_spark_output(tmp_path / "spark", len(data), vectors=data[order])
+    col = Collection.create(tmp_path / "db", dtype="float32")
+    col.import_parquet(spark)  # 3 segments of <= 2,000 rows, 2 with LSH tables, 1 scanned exactly
+    assert len(col.segments) == 3 and col.lsh_summary()["indexed_segments"] >= 2
+    exact = {(p.id_a, p.id_b) for p in find_pairs(col, 0.9, method="exact")}
+    lsh = find_pairs(col, 0.9, method="lsh")
+    found = [(p.id_a, p.id_b) for p in lsh]
+    assert len(found) == len(set(found)), "each pair once"
+    assert set(found) <= exact, "no pair below the threshold"
+    assert len(exact) >= 150 and len(set(found) & exact) / len(exact) >= 0.95

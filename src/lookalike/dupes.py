@@ -177,7 +177,12 @@ def _lsh_scan(index, row_of_id, threshold: float, *, vectors=None, ids=None, max
             if keep.any():
                 found.add([row_of_id(qid)] * int(keep.sum()), [row_of_id(i) for i in hit_ids[keep]], scores[keep])
 
-    if vectors is None:  # the index queries its own vectors (itself excluded)
+    if hasattr(index, "pairs"):  # a collection's segmented index finds each pair once itself
+        for a, b, scores in index.pairs(threshold, progress=progress):
+            keep = scores >= found.threshold
+            if keep.any():
+                found.add(a[keep], b[keep], scores[keep])
+    elif vectors is None:  # the index queries its own vectors (itself excluded)
         take(index.ids_, index.radius_neighbors(None, threshold))
     else:
         n = len(vectors)

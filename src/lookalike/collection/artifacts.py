@@ -203,6 +203,43 @@ class SegmentedLSH:
                 result.append((sc[order].astype(np.float32), ids[order]))
         return result
 
+    def pairs(self, threshold: float, *, block: int = 4_096, progress=None):
+        """Near-duplicate pairs ``(rows_a, rows_b, scores)`` of the collection, each pair once, in blocks.
+
+        Segment s's images query only segments t >= s (pairs across segments are found from
+        the earlier one), so 4 equal segments cost 10 segment queries instead of 16.
+        Approximate: at most ``RADIUS_K`` neighbours per image from each hashed segment.
+        """
+        snap, starts = self.snap, self.snap.rows.starts
+        total = max(len(snap), 1)
+        done = 0
+        for s, seg in enumerate(snap.segments):
+            rows_s = seg.alive_rows
+            vec_s = seg.vectors()
+            for b0 in range(0, len(rows_s), block):
+                Q = np.asarray(vec_s[rows_s[b0 : b0 + block]], np.float32)
+                qrows = starts[s] + b0 + np.arange(len(Q))
+                for t in range(s, len(snap.segments)):
+                    index = self.parts[t]
+                    if index is not None:
+                        sc, ids = index.kneighbors(Q, min(RADIUS_K, len(index)), n_probes=RADIUS_PROBES,
+                                                   rerank=RADIUS_K)
+                        qi, j = np.nonzero((sc >= threshold) & (ids >= 0))
+                        a, b, score = qrows[qi], snap.rows_of_ids(ids[qi, j]), sc[qi, j]
+                    elif snap.segments[t].live:
+                        vec, _ = self._small(t)
+                        sim = Q @ vec.T
+                        qi, j = np.nonzero(sim >= threshold)
+                        a, b, score = qrows[qi], starts[t] + j, sim[qi, j]
+                    else:
+                        continue
+                    keep = b > a if t == s else np.ones(len(a), bool)
+                    if keep.any():
+                        yield a[keep], b[keep], score[keep].astype(np.float32)
+                done += len(Q)
+                if progress is not None:
+                    progress(min(1.0, done / total))
+
     def measure(self, k: int = 10, seed: int = 0, queries: int = 200) -> tuple[float, float]:
         """Recall@k against exact search on sampled images (each excluding itself), and candidates/query."""
         n = len(self.snap)
