@@ -120,6 +120,11 @@ def test_an_unrelated_image_is_never_moved(acting):
     r = c.post("/api/actions/plan", json={"groups": [{"keeper": a, "act": [b]}]}, headers=AUTH)
     assert r.status_code == 200 and r.json()["files"] == 0
     assert "below" in r.json()["left_out"][0]["reason"]
+    before = _tree(tmp)
+    r = c.post("/api/actions/apply", json={"groups": [{"keeper": a, "act": [b]}]}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["done"] == [] and "below" in r.json()["skipped"][0]["reason"]
+    assert {k: v for k, v in _tree(tmp).items() if "/db/" not in k} == {
+        k: v for k, v in before.items() if "/db/" not in k}, "only the journal is written"
 
 
 def test_plan_apply_undo_through_the_journal(acting):

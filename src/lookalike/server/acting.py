@@ -148,7 +148,9 @@ def add_action_routes(app: FastAPI, *, db, live, dupes, token: str | None, read_
             col, plan = plan_of(body)
             res = actions.apply_plan(col, plan)
             live.refresh()
-            return run_json(res)
+            out = run_json(res)  # files the plan left alone are reported too
+            out["skipped"] += [{"path": display(p), "reason": r} for p, r in plan.left_out]
+            return out
 
         return await run_in_threadpool(lambda: serialized(work))
 
