@@ -225,3 +225,20 @@ def test_ten_thousand_groups_page_quickly(acting):
     took = time.perf_counter() - t0
     assert r.status_code == 200 and r.json()["total_groups"] == 10_002 and len(r.json()["groups"]) == 20
     assert took < 2.0, f"a page took {took:.2f} s"
+
+
+def test_lookalike_undo_undoes_a_run_of_the_page(acting):
+    """One journal: a run made through the server is listed and undone by the CLI."""
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app as cli
+
+    c, db, tmp = acting
+    before = _tree(tmp / "photos")
+    r = c.post("/api/actions/apply", json={"all": True, "threshold": 0.88}, headers=AUTH) if _groups(c) else None
+    assert r.status_code == 200 and len(r.json()["done"]) == 3
+    listed = CliRunner().invoke(cli, ["undo", "--db", str(db), "--list"])
+    assert listed.exit_code == 0 and r.json()["run"] in listed.output
+    res = CliRunner().invoke(cli, ["undo", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert _tree(tmp / "photos") == before
