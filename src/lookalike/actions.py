@@ -640,7 +640,7 @@ def chosen_groups(col, choices, threshold: float) -> list:
     ValueError
         An id that is not in ``col``, a keeper among its own members, or a group without members.
     """
-    from .dupes import _Facts, _make_group
+    from .dupes import MemberFacts, make_group
 
     decisions_of: dict[str, set[int]] = {}
     for k, hashes in enumerate(load_decisions(col.path)):
@@ -650,7 +650,7 @@ def chosen_groups(col, choices, threshold: float) -> list:
     def ignored_pair(h1: str, h2: str) -> bool:
         return bool(decisions_of.get(h1, set()) & decisions_of.get(h2, set()))
 
-    facts, groups = _Facts(col), []
+    facts, groups = MemberFacts(col), []
     for keeper, members in choices:
         ids = [int(keeper), *(int(i) for i in members)]
         if not members:
@@ -662,5 +662,5 @@ def chosen_groups(col, choices, threshold: float) -> list:
                 col.row_of_id(i)
             except (KeyError, OverflowError):
                 raise ValueError(f"No image with id {i} in {col.path}.") from None
-        groups.append(_make_group(col, facts, sorted(ids), int(keeper), [], "near", threshold, (), ignored_pair))
+        groups.append(make_group(col, facts, sorted(ids), int(keeper), [], "near", threshold, (), ignored_pair))
     return groups

@@ -458,7 +458,7 @@ def _under(path: str, folders: tuple[str, ...]) -> bool:
     return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in folders)
 
 
-class _Facts(dict):
+class MemberFacts(dict):
     """Id -> the index's facts of that image (path, size, pixels, mtime, hash), read on first use."""
 
     def __init__(self, col):
@@ -486,7 +486,7 @@ def _ids_by_hash(cols, only: set | None = None) -> dict[str, list[int]]:
     return out
 
 
-def _distinct_files(ids: list[int], facts: _Facts, keeper: int) -> list[int]:
+def _distinct_files(ids: list[int], facts: MemberFacts, keeper: int) -> list[int]:
     """``ids`` less those naming the same file (hard or symbolic link) as one before them, keeper first."""
     import os
 
@@ -550,7 +550,7 @@ def review_groups(col, threshold: float = 0.92, *, tier: str = "all", keep: str 
 
     if against is not None:
         return _against_groups(col, against, threshold, tier, rank, reference, ignored_pair, method)
-    facts = _Facts(col)
+    facts = MemberFacts(col)
 
     def order(i: int) -> tuple:
         return (not _under(facts[i]["path"], reference), rank(facts[i]))
@@ -564,7 +564,7 @@ def review_groups(col, threshold: float = 0.92, *, tier: str = "all", keep: str 
         ids = _distinct_files(ids, facts, keeper)  # links to one file take no space: not duplicates
         if len(ids) < 2:
             continue
-        exact_groups.append(_make_group(col, facts, sorted(ids), keeper, [], "exact", threshold, reference,
+        exact_groups.append(make_group(col, facts, sorted(ids), keeper, [], "exact", threshold, reference,
                                         ignored_pair))
     exact_groups.sort(key=lambda g: (-len(g.ids), g.ids[0]))
     near_groups = []
@@ -577,13 +577,14 @@ def review_groups(col, threshold: float = 0.92, *, tier: str = "all", keep: str 
         pairs = [p for p in find_pairs(col, threshold, method=method) if kept(p)]
         for g in group_pairs(col, pairs, strict=strict):
             keeper = min(g.ids, key=order)
-            near_groups.append(_make_group(col, facts, g.ids, keeper, g.pairs, "near", threshold, reference,
+            near_groups.append(make_group(col, facts, g.ids, keeper, g.pairs, "near", threshold, reference,
                                            ignored_pair))
         near_groups.sort(key=lambda g: (-g.min_score, -len(g.ids), g.ids[0]))
     return (exact_groups if tier != "near" else []) + near_groups
 
 
-def _make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, ignored_pair) -> ReviewGroup:
+def make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, ignored_pair) -> ReviewGroup:
+    """A review group: each member's facts, score to the keeper and role (keep, act, chained, ignored)."""
     rows = [col.row_of_id(i) for i in ids]
     if tier == "exact":
         scores = [1.0] * len(ids)
@@ -612,7 +613,7 @@ def _make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, igno
 
 def _against_groups(col, other, threshold, tier, rank, reference, ignored_pair, method) -> list[ReviewGroup]:
     """One group per image of ``col`` with a match in ``other``: keeper = its best match there."""
-    facts, ofacts = _Facts(col), _Facts(other)
+    facts, ofacts = MemberFacts(col), MemberFacts(other)
     matches: dict[int, list[tuple[float, int]]] = {}
     for p in find_pairs(col, threshold, method=method, against=other):
         if not ignored_pair(facts[p.id_a]["content_hash"], ofacts[p.id_b]["content_hash"]):
