@@ -140,9 +140,10 @@ def test_bad_configs_say_what_is_wrong(tmp_path):
 
 
 def test_builtin_lite0_graph_as_your_own_model_gives_the_builtin_embeddings(tmp_path, encoder):
-    """The built-in graph saved to a file, with its preprocessing in JSON, is the built-in encoder."""
+    """The built-in graph saved to a file, with its preprocessing in JSON, is the built-in encoder (centre crop)."""
     import onnx
 
+    encoder = get_encoder("efficientnet-lite0", views=("crop",))  # one view, as a model of your own has
     onnx.save(encoder.build_graph(), str(tmp_path / "lite0.onnx"))
     (tmp_path / "lite0.json").write_text(json.dumps({
         "input_size": 224, "crop_fraction": 224 / 256, "interpolation": "bicubic",
