@@ -373,7 +373,9 @@ def _cell(step: dict | None, fmt) -> str:
         return "–"
     if "error" in step:
         stopped = re.search(r"--step-timeout (\d+) s", step["error"])
-        return f"> {int(stopped.group(1)):,} s (stopped)" if stopped else "failed"
+        if stopped:
+            return f"> {int(stopped.group(1)):,} s (stopped)"
+        return "– (no dupes output)" if "no dupes output" in step["error"] else "failed"
     try:
         return fmt(step)
     except (KeyError, TypeError):
@@ -382,20 +384,20 @@ def _cell(step: dict | None, fmt) -> str:
 
 ROWS = [
     ("`spark import`: wall s / peak RSS", "≤ 180 s / ≤ 3 GB",
-     "import", lambda r: f"{r['seconds']:.0f} s / {r['peak_rss_mb'] / 1024:.1f} GB"),
+     "import", lambda r: f"{r['seconds']:.0f} s / {r['peak_rss_mb'] / 1024:.1f} GiB"),
     ("`index` of 100 new photos: wall s / peak RSS", "≤ 20 s / ≤ 3 GB",
-     "index", lambda r: f"{r['seconds']:.1f} s / {r['peak_rss_mb'] / 1024:.1f} GB"),
+     "index", lambda r: f"{r['seconds']:.1f} s / {r['peak_rss_mb'] / 1024:.1f} GiB"),
     ("  bytes written by that `index` (share of the collection)", "< 5 %",
-     "index", lambda r: f"{r['written_mb']:,.1f} MB ({100 * r['written_fraction']:.2f} %)"),
+     "index", lambda r: f"{r['written_mb']:,.1f} MiB ({100 * r['written_fraction']:.2f} %)"),
     ("CLI `search` process (unindexed photo)", "≤ 4 s", "search", lambda r: f"{r['seconds']:.1f} s ({r['method']})"),
     ("in-process search p50 / p95, recall@10 (200 held-out)", "≤ 5 ms at ≥ 0.95",
      "latency", lambda r: f"{r['p50_ms']:.2f} / {r['p95_ms']:.1f} ms, {r['recall_at_10']:.3f} ({r['method']})"),
     ("`serve`: /healthz after start / RSS", "≤ 15 s / ≤ 4 GB",
-     "serve", lambda r: f"{r['healthz_seconds']:.1f} s / {r['rss_mb']:.0f} MB"),
+     "serve", lambda r: f"{r['healthz_seconds']:.1f} s / {r['rss_mb']:.0f} MiB"),
     ("  5 photos indexed while serving: visible after", "≤ 10 s",
      "serve", lambda r: "never (30 s)" if r["visible_seconds"] is None else f"{r['visible_seconds']:.1f} s"),
     ("`dupes` (threshold 0.92): wall s / peak RSS", "≤ 600 s / ≤ 4 GB",
-     "dupes", lambda r: f"{r['seconds']:.0f} s / {r['peak_rss_mb'] / 1024:.1f} GB"),
+     "dupes", lambda r: f"{r['seconds']:.0f} s / {r['peak_rss_mb'] / 1024:.1f} GiB"),
     ("  pair recall vs exact (pairs of 4,000 sampled rows)", "≥ 0.95",
      "pairs", lambda r: f"{r['pair_recall']:.3f} ({r['matched']}/{r['exact_pairs']})"),
 ]
