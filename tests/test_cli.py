@@ -194,3 +194,39 @@ def test_index_dba_then_search_and_eval(tmp_path, image_folder):
     assert runner.invoke(app, ["index", str(image_folder), "--db", db]).exit_code == 0
     col = Collection.open(db)
     assert not col.dba_stale and len(col.search_matrix) == 13
+
+
+def test_first_hour_small_things(tmp_path, image_folder, db):
+    """Issue 16, item 7: each of these was seen by a new user."""
+    # a failed --encoder run leaves no empty db folder behind
+    bad = tmp_path / "bad-db"
+    res = runner.invoke(app, ["index", str(image_folder), "--db", str(bad), "--encoder", "no-such-encoder"])
+    assert res.exit_code == 1 and not bad.exists()
+    # info prints values, not Python reprs; --errors says when there are none
+    res = runner.invoke(app, ["info", "--db", str(db)])
+    assert res.exit_code == 0 and "None" not in res.output and "['" not in res.output
+    assert "lsh: none" in res.output
+    clean = tmp_path / "clean"
+    assert runner.invoke(app, ["index", str(image_folder / "cats"), "--db", str(clean)]).exit_code == 0
+    res = runner.invoke(app, ["info", "--db", str(clean), "--errors"])
+    assert "no skipped files" in res.output
+    # help shows a flag as a flag, without a <bool> type
+    res = runner.invoke(app, ["dupes", "--help"], env={"COLUMNS": "120"})
+    assert "--strict" in res.output and "<bool>" not in res.output
+
+
+def test_dupes_groups_strongest_first_one_record_per_line_when_piped(tmp_path, image_folder):
+    for i, q in ((1, 95), (2, 30)):  # two copies: a light and a heavy recompression
+        from PIL import Image
+
+        Image.open(image_folder / "dogs" / f"img_{2 * i:02d}.jpg").save(image_folder / f"copy{i}.jpg", quality=q)
+    db = tmp_path / "db"
+    assert runner.invoke(app, ["index", str(image_folder), "--db", str(db)]).exit_code == 0
+    res = runner.invoke(app, ["dupes", "--db", str(db), "--threshold", "0.8"])
+    assert res.exit_code == 0, res.output
+    lines = [line.split("\t") for line in res.stdout.splitlines()]
+    assert lines and all(len(f) == len(lines[0]) for f in lines), "one record per line"
+    from lookalike import Collection
+
+    groups = Collection.open(db).duplicates(0.8)
+    assert [g.min_score for g in groups] == sorted((g.min_score for g in groups), reverse=True)
