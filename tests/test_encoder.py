@@ -207,3 +207,18 @@ def test_index_profiles_are_recorded_and_never_mixed(tmp_path, image_folder):
     assert res.exit_code == 0 and "older pipeline" in res.output, res.output
     old = Collection.open(fast)
     assert old.encoder.views == ("crop",) and old.search(str(q), k=1)[0].score > 0.999
+
+
+def test_spark_output_of_another_pipeline_is_refused(tmp_path):
+    from lookalike.collection import Collection, CollectionError
+    from lookalike.datasets import write_spark_output
+
+    col = Collection.create(tmp_path / "db")  # default: crop + full
+    m = col.manifest
+    info = {"encoder": m["encoder"], "weights_sha256": m["weights_sha256"], "dim": m["dim"], "flip_average": False}
+    X = np.random.default_rng(0).normal(size=(4, m["dim"])).astype(np.float32)
+    old = write_spark_output(tmp_path / "crop", 4, vectors=X, info=dict(info, views=["crop"]))
+    with pytest.raises(CollectionError, match="views crop, but .* uses crop\\+full"):
+        col.import_parquet(old)
+    same = write_spark_output(tmp_path / "same", 4, vectors=X, info=dict(info, views=["crop", "full"]))
+    assert col.import_parquet(same).added == 4

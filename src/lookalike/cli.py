@@ -907,12 +907,13 @@ def spark_import_cmd(
 ):
     """Load a `spark index` output into a local collection (for search, dupes, serve). No Spark needed."""
     from .collection import Collection, CollectionError
+    from .encoders import LEGACY_VIEWS  # an output from before views: centre crop only
 
     try:
         col = Collection.open(db) if (Path(db) / "manifest.json").exists() else None
         if col is None:
             info = _spark_info(source)
-            col = Collection.create(db, encoder=info.get("encoder"))
+            col = Collection.create(db, encoder=info.get("encoder"), views=info.get("views", LEGACY_VIEWS))
         rep = col.import_parquet(source)
     except CollectionError as e:
         _fail(str(e))

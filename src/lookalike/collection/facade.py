@@ -616,6 +616,11 @@ class Collection(QueryMixin):
         """
         t_start = time.perf_counter()
         source = Path(str(source).removeprefix("file:")).expanduser()
+        theirs, mine = sync.spark_meta(source).get("views"), self.manifest.get("views", list(LEGACY_VIEWS))
+        if theirs is not None and list(theirs) != list(mine):  # outputs from before views record none
+            raise CollectionError(
+                f"{source} was embedded with views {'+'.join(theirs)}, but {self.path} uses {'+'.join(mine)}: "
+                "embeddings of different pipelines cannot be compared. Import into a new --db.")
         report = IndexReport()
         with self._writing():
             sync.import_parquet(self, source, report, segment_rows=merge.MAX_SEGMENT_ROWS)
