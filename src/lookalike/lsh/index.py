@@ -19,6 +19,9 @@ INDEX_FORMAT_VERSION = 2  # 2: Hamming codes row-major (n, words)
 QUERY_BATCH = 32
 # Queries projected in one BLAS call by the compiled batch path.
 PROJECT_BATCH = 4096
+# Queries per call of the compiled (parallel) batch kernels: each call wakes numba's threads,
+# which costs ~10 ms on a busy 2-core machine (measured), so calls must carry many queries.
+KERNEL_BATCH = 1024
 
 
 class LSHIndex:
@@ -337,9 +340,9 @@ class LSHIndex:
             # spinning against numba's (2x slower on 2 cores).
             for c0 in range(0, len(Q), PROJECT_BATCH):
                 proj = self.family_._project(Q[c0 : c0 + PROJECT_BATCH])
-                for b0 in range(0, len(proj), QUERY_BATCH):
-                    sl = slice(c0 + b0, c0 + b0 + QUERY_BATCH)
-                    self._block(Q[sl], proj[b0 : b0 + QUERY_BATCH], k, n_probes, out_s[sl], out_i[sl], rerank)
+                for b0 in range(0, len(proj), KERNEL_BATCH):
+                    sl = slice(c0 + b0, c0 + b0 + KERNEL_BATCH)
+                    self._block(Q[sl], proj[b0 : b0 + KERNEL_BATCH], k, n_probes, out_s[sl], out_i[sl], rerank)
             return out_s, out_i
         for b0 in range(0, len(Q), QUERY_BATCH):
             q = Q[b0 : b0 + QUERY_BATCH]
