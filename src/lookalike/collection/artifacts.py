@@ -57,7 +57,7 @@ def build_segment_lsh(folder: Path, seg: Segment, settings: dict, reuse: dict | 
         index.fit(vectors, seg.cols["id"])
         index.recall_, index.candidates_ = measure(index, vectors, k=settings["k"], seed=index.seed)
         tuned = False
-        for _ in range(2):  # a wider Hamming cut is cheap (no new tables): try it before a grid search
+        for _ in range(4):  # a wider Hamming cut is cheap (no new tables): try it before a grid search
             if index.recall_ >= settings["target_recall"] or index.rerank_ >= index.candidates_:
                 break
             index.rerank_ *= 2
