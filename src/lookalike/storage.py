@@ -132,7 +132,10 @@ def check_digest(folder: Path, info: dict, recover_hint: str, fd: int | None = N
     path = folder / info["name"]
     if fd is None:
         check_size(folder, info, recover_hint)
-    actual = file_digest(path if fd is None else fd)
+    try:
+        actual = file_digest(path if fd is None else fd)
+    except FileNotFoundError:  # deleted since the size check (a commit raced this reader)
+        raise CorruptCollectionError(f"Collection file is missing: {path}. {recover_hint}") from None
     if actual != info["xxh3"]:
         raise CorruptCollectionError(
             f"Collection file is damaged: {path} (checksum {actual}, expected {info['xxh3']}). {recover_hint}")

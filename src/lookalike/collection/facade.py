@@ -78,10 +78,13 @@ def _load(path: Path, verify: bool):
             segments = [Segment(path, e, manifest["dim"], hint) for e in manifest["segments"]]
             errors = _read_errors(path, manifest.get("errors_file"), hint)
             return manifest, segments, errors, stamp
-        except CollectionError:
+        except (CollectionError, FileNotFoundError) as err:
             if attempt < 3 and store.manifest_stamp(path) != stamp:
                 time.sleep(0.05 * (attempt + 1))
                 continue  # a writer committed while we read: read the new generation
+            if isinstance(err, FileNotFoundError):
+                raise CorruptCollectionError(f"Collection file is missing: {err.filename}. "
+                                             f"{store.RECOVER_HINT.format(db=path)}") from None
             raise
     raise AssertionError("unreachable")
 

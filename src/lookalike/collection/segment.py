@@ -194,8 +194,11 @@ class Segment:
                 raise CorruptCollectionError(f"Collection file is damaged: {del_path}: {err}. {hint}") from None
         emb_path = storage.check_size(folder, entry["emb"], hint)
         # Held open from here on: a later commit may delete the file, this generation still reads it.
-        self._emb_fh = open(emb_path, "rb")
-        self._lsh_fh = open(storage.check_size(folder, entry["lsh"], hint), "rb") if entry.get("lsh") else None
+        try:
+            self._emb_fh = open(emb_path, "rb")
+            self._lsh_fh = open(storage.check_size(folder, entry["lsh"], hint), "rb") if entry.get("lsh") else None
+        except FileNotFoundError as err:  # deleted since the size check (a commit raced this reader)
+            raise CorruptCollectionError(f"Collection file is missing: {err.filename}. {hint}") from None
         try:
             shape, dtype, self._offset = npy_shape(emb_path)
         except (OSError, ValueError, SyntaxError) as err:
