@@ -60,8 +60,13 @@ def build_segment_lsh(folder: Path, seg: Segment, settings: dict, reuse: dict | 
         for _ in range(4):  # a wider Hamming cut is cheap (no new tables): try it before a grid search
             if index.recall_ >= settings["target_recall"] or index.rerank_ >= index.candidates_:
                 break
+            before = index.recall_
             index.rerank_ *= 2
             index.recall_, index.candidates_ = measure(index, vectors, k=settings["k"], seed=index.seed)
+            if index.recall_ <= before:  # the misses are not cut candidates: a wider cut cannot help
+                index.rerank_ //= 2
+                index.recall_ = before
+                break
         if index.recall_ < settings["target_recall"]:
             log.info("LSH settings of a similar segment reach recall %.3f on %s: tuning", index.recall_, seg.name)
             index = None

@@ -15,6 +15,9 @@ from .families import FAMILIES, Family, make_family
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT_VERSION = 2  # 2: Hamming codes row-major (n, words)
+# Recall differences below this (one standard error at 200 held-out queries is ~0.015) do not
+# justify a wider Hamming cut once the cut no longer raises recall.
+RECALL_TOLERANCE = 0.003
 # Queries processed together: bounds the gathered candidate block (queries x candidates x dim).
 QUERY_BATCH = 32
 # Queries projected in one BLAS call by the compiled batch path.
@@ -161,11 +164,19 @@ class LSHIndex:
                 # the tuner estimated the cut on a row sample; set it on the real tables
                 self.rerank_ = choose_rerank(self, X, *tuning_queries)
             self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed, holdout=holdout)
-            # Safety net: widen the cut if the held-out queries still miss the target.
+            # Safety net: widen the cut if the held-out queries still miss the target. A wider cut
+            # only helps while the misses are cut candidates; when recall stops rising, the misses
+            # were never candidates, so keep the narrowest cut that reached the best recall.
+            tried = [(self.rerank_, self.recall_, self.candidates_)]
             while (self._codes is not None and self.recall_ < self.target_recall
                    and self.rerank_ < self.candidates_):
                 self.rerank_ *= 2
                 self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed, holdout=holdout)
+                tried.append((self.rerank_, self.recall_, self.candidates_))
+            if self.recall_ < self.target_recall and len(tried) > 1:
+                best = max(r for _, r, _ in tried)
+                self.rerank_, self.recall_, self.candidates_ = min(
+                    (t for t in tried if t[1] >= best - RECALL_TOLERANCE), key=lambda t: t[0])
         return self
 
     # Bits needed before Hamming distance is a good enough angle estimate to filter on.
