@@ -164,9 +164,22 @@ class LSHIndex:
                 # the tuner estimated the cut on a row sample; set it on the real tables
                 self.rerank_ = choose_rerank(self, X, *tuning_queries)
             self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed, holdout=holdout)
-            # Safety net: widen the cut if the held-out queries still miss the target. A wider cut
-            # only helps while the misses are cut candidates; when recall stops rising, the misses
-            # were never candidates, so keep the narrowest cut that reached the best recall.
+            self._safety_net(X, holdout)
+        return self
+
+    # Most probes per table the safety net goes to (query time only: no tables rebuilt).
+    MAX_PROBES = 128
+
+    def _safety_net(self, X, holdout) -> None:
+        """Reach the target on the held-out queries if the tuned settings fall short.
+
+        First a wider Hamming cut; when recall stops rising the misses were never candidates,
+        so the narrowest cut that reached the best recall is kept and the probes per table are
+        doubled instead (hyperplane; both are query-time settings, the tables stay as built).
+        """
+        from .tune import measure
+
+        def widen_cut():
             tried = [(self.rerank_, self.recall_, self.candidates_)]
             while (self._codes is not None and self.recall_ < self.target_recall
                    and self.rerank_ < self.candidates_):
@@ -177,7 +190,13 @@ class LSHIndex:
                 best = max(r for _, r, _ in tried)
                 self.rerank_, self.recall_, self.candidates_ = min(
                     (t for t in tried if t[1] >= best - RECALL_TOLERANCE), key=lambda t: t[0])
-        return self
+
+        widen_cut()
+        while (self.family == "hyperplane" and self.recall_ < self.target_recall
+               and self.n_probes_ < self.MAX_PROBES):
+            self.n_probes_ *= 2
+            self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed, holdout=holdout)
+            widen_cut()
 
     # Bits needed before Hamming distance is a good enough angle estimate to filter on.
     _MIN_HAMMING_BITS = 128
