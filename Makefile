@@ -19,7 +19,7 @@ setup: $(STAMP)  ## create .venv and install lookalike with all extras + test to
 # PyTorch's CPU index first; PyPI's Linux torch would pull the multi-GB CUDA build.
 TORCH_INDEX ?=
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)  # also repairs a half-made .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH_INDEX),$(PY) -m pip install -q 'torch==2.13.0' --index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev]'
