@@ -43,6 +43,17 @@ def image_folder(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def dup_db(tmp_path, image_folder):
+    """12 synthetic images plus 90%-size copies of images 0, 1 and 2 (three duplicate pairs)."""
+    for i, sub in ((0, "dogs"), (1, "cats"), (2, "dogs")):
+        synthetic_image(i).resize((144, 108)).save(image_folder / sub / f"copy_{i:02d}.png")
+    from lookalike import Collection
+
+    Collection.create(tmp_path / "db").index(image_folder)
+    return tmp_path / "db"
+
+
 def real_photo(cls: str, n: int = 1) -> list[Path]:
     folder = DATA / "caltech101" / cls
     if not folder.is_dir():

@@ -21,15 +21,6 @@ def client(tmp_path, image_folder):
         yield c
 
 
-@pytest.fixture
-def dup_db(tmp_path, image_folder):
-    """12 synthetic images plus 90%-size copies of images 0, 1 and 2 (three duplicate pairs)."""
-    for i, sub in ((0, "dogs"), (1, "cats"), (2, "dogs")):
-        synthetic_image(i).resize((144, 108)).save(image_folder / sub / f"copy_{i:02d}.png")
-    Collection.create(tmp_path / "db").index(image_folder)
-    return tmp_path / "db"
-
-
 def _png(seed=3, size=(160, 120)):
     buf = io.BytesIO()
     synthetic_image(seed, size).save(buf, format="PNG")

@@ -5,7 +5,6 @@ import os
 import time
 
 import pytest
-from conftest import synthetic_image
 from fastapi.testclient import TestClient
 
 from lookalike import Collection, actions
@@ -15,15 +14,6 @@ from lookalike.server.run import resolve_token
 TOKEN = "s3cret-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MUTATING = ["/api/actions/plan", "/api/actions/apply", "/api/actions/undo", "/api/actions/ignore"]
-
-
-@pytest.fixture
-def dup_db(tmp_path, image_folder):
-    """12 synthetic images plus 90%-size copies of images 0, 1 and 2 (three duplicate pairs)."""
-    for i, sub in ((0, "dogs"), (1, "cats"), (2, "dogs")):
-        synthetic_image(i).resize((144, 108)).save(image_folder / sub / f"copy_{i:02d}.png")
-    Collection.create(tmp_path / "db").index(image_folder)
-    return tmp_path / "db"
 
 
 def _tree(folder) -> dict:

