@@ -184,3 +184,24 @@ def test_lsh_pairs_in_query_blocks_match_the_self_query(monkeypatch):
     assert seen[-1] == 1.0 and len(seen) >= 5
     top = dupes.lsh_pairs(index, lambda i: int(i), 0.95, vectors=X, ids=np.arange(3000), max_pairs=50)[2]
     assert len(top) == 50 and np.isclose(top.min(), np.sort(ls)[-50])
+
+
+def test_one_default_threshold_everywhere():
+    """The CLI, the library, the server and the page all use dupes.DEFAULT_THRESHOLD (0.88, calibrated)."""
+    import inspect
+
+    import typer
+
+    from lookalike import cli
+    from lookalike.collection import Collection
+    from lookalike.dupes import DEFAULT_THRESHOLD, review_groups
+    from lookalike.server.action_schemas import ActIn
+
+    assert DEFAULT_THRESHOLD == 0.88
+    assert inspect.signature(Collection.duplicates).parameters["threshold"].default == DEFAULT_THRESHOLD
+    assert inspect.signature(review_groups).parameters["threshold"].default == DEFAULT_THRESHOLD
+    assert ActIn.model_fields["threshold"].default == DEFAULT_THRESHOLD
+    root = typer.main.get_command(cli.app)
+    for command in (root.commands["dupes"], root.commands["spark"].commands["dupes"]):
+        option = next(p for p in command.params if p.name == "threshold")
+        assert option.default == DEFAULT_THRESHOLD, command.name

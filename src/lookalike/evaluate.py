@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .dupes import DEFAULT_THRESHOLD
 from .search import exact_topk
 
 
@@ -108,7 +109,7 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- near-duplicate suite
 # Default `dupes` threshold the suite reports against (the CLI's --threshold default).
-DUPES_THRESHOLD = 0.92
+DUPES_THRESHOLD = DEFAULT_THRESHOLD
 # Thresholds at which the suite reports pair precision, the share found and group purity.
 SCALE_THRESHOLDS = (0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.95)
 # Unrelated images scored against every edit: n_edits x 20,000 x 1280 ~ 50 GFLOP for 100 originals (~10 s).
@@ -385,7 +386,7 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
         Cut-off of recall@k (the original among the collection's images).
     labels : sequence of str, optional
         Class of each database image: unrelated pairs of the same class are counted apart.
-    threshold : float, default 0.92
+    threshold : float, default DUPES_THRESHOLD (0.88)
         The `dupes` threshold for ``found`` (share of pairs copy-original at or above it).
     seed : int
         Seed of the negative samples.

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import images, storage
+from ..dupes import DEFAULT_THRESHOLD
 from ..encoders import LEGACY_VIEWS, Encoder, get_encoder
 from ..indexer import StageTimes
 from ..storage import CollectionError, CorruptCollectionError
@@ -356,7 +357,8 @@ class Collection(QueryMixin):
         r = self.row_of_id(image_id)
         return {k: (v[r].item() if hasattr(v[r], "item") else v[r]) for k, v in self._snap.cols.items()}
 
-    def duplicates(self, threshold: float = 0.92, *, strict: bool = False, method: str = "auto", against=None):
+    def duplicates(self, threshold: float = DEFAULT_THRESHOLD, *, strict: bool = False, method: str = "auto",
+                   against=None):
         """Groups of near-duplicate images (report only: nothing is deleted or moved).
 
         With ``against`` (another collection): the pairs of images of this collection

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..dupes import DEFAULT_THRESHOLD
+
 # Groups one request may name: the page sends one group, or all of them at once (10,000 groups of
 # 10 ids are ~1 MB of JSON, under the body cap).
 MAX_CHOICES = 10_000
@@ -30,7 +32,8 @@ class ActIn(BaseModel):
     action: Literal["move"] = Field("move", description="Moves go to the folder fixed at start (serve --move-to)")
     groups: list[Choice] = Field(default_factory=list, max_length=MAX_CHOICES)
     all: bool = Field(False, description="Every group found at this threshold, with its suggested keeper")
-    threshold: float = Field(0.92, ge=0.5, le=1.0, description="Score to the keeper a member needs to be acted on")
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=0.5, le=1.0,
+                            description="Score to the keeper a member needs to be acted on")
     strict: bool = Field(False, description="With all: the groups of the strict search")
 
 

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import images
 from ..collection import display
+from ..dupes import DEFAULT_THRESHOLD
 from ..names import short_names
 from . import schemas
 from .acting import add_action_routes, check_move_to
@@ -218,7 +219,8 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         return {"images": len(col), "skipped": len(col.errors), "encoder": m["encoder"], "dim": m["dim"],
                 "engine": m.get("engine", "onnx"), "search_method": col.resolve_method("auto"),
                 "lsh_recall": lsh.get("recall"),
-                "max_upload_bytes": max_upload_bytes, "generation": m["generation"]}
+                "max_upload_bytes": max_upload_bytes, "generation": m["generation"],
+                "dupes_threshold": DEFAULT_THRESHOLD}
 
     @app.post("/api/search", response_model=schemas.SearchOut, openapi_extra=schemas.SEARCH_BODY,
               responses=errors(404, 408, 409, 413, 415, 422, 429))
@@ -328,7 +330,7 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     @app.api_route("/api/duplicates", methods=GET_HEAD, response_model=schemas.DuplicatesDone,
                    responses={202: {"model": schemas.DuplicatesRunning, "description": "Still computing"},
                               **errors(422, 429, 503)})
-    async def duplicates(threshold: float = Query(0.92, gt=0.0, le=1.0, description="Cosine similarity"),
+    async def duplicates(threshold: float = Query(DEFAULT_THRESHOLD, gt=0.0, le=1.0, description="Cosine similarity"),
                          strict: bool = Query(False, description="Groups in which every pair passes"),
                          offset: int = Query(0, ge=0, description="Groups to skip"),
                          limit: int = Query(50, ge=1, le=MAX_GROUPS_PAGE, description="Groups per page")):

@@ -33,6 +33,7 @@ class Stats(BaseModel):
     lsh_recall: float | None
     max_upload_bytes: int
     generation: int
+    dupes_threshold: float
 
 
 class HitOut(BaseModel):

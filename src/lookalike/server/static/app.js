@@ -172,6 +172,7 @@ async function init() {
     $("#stats").innerHTML = "<span></span><span></span><span></span>";
     const parts = [`${s.images.toLocaleString()} images`, s.encoder, `${s.search_method} search`];
     $("#stats").querySelectorAll("span").forEach((el, i) => { el.textContent = parts[i]; });
+    if (s.dupes_threshold) $("#threshold").value = s.dupes_threshold;
     if (!s.images) say($("#message"), "This collection is empty: index a folder first (lookalike index FOLDER --db …).", true);
   } catch { say($("#message"), "Cannot reach the lookalike server."); }
   browse(0);
