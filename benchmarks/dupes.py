@@ -1,0 +1,468 @@
+"""Duplicates against imagededup (issue 14): pair precision / recall / F1 on a seeded Caltech-101 set.
+
+The set (written to a temp folder, seeded): N originals (Caltech-101 files, byte for byte), nine
+edited copies of each (lookalike.evaluate.edit_image: crop 75-90 % of the side, JPEG q30, 50 %
+downscale, +-10 deg rotation with white corners, 90 deg rotation, mirror, colour/brightness, caption
+bar, white border; saved as JPEG q95), byte-identical copies of some originals in another folder,
+burst-like pairs (two crops of one photo 4-8 % apart, one slightly brighter: consecutive shots with
+a little camera motion; the photo itself is not in the set) and distractors: other Caltech-101
+photos (most classes of the originals among them) and all of caltech101_background_distractors.
+Faces_easy is left out (crops of Faces), and a pixel check (32x32 grey thumbnails correlating
+>= lookalike.evaluate.TWIN_CORRELATION) drops source photos that are copies of one already taken,
+so that every pair the ground truth calls false is really two different photos.
+
+Ground truth: every two files of the same photo (original, its copies and its exact copies; a
+burst pair) are a true pair, every other pair is false. Each tool's answer becomes pairs two ways:
+
+* groups -- all pairs inside the connected components of what the tool reports (lookalike:
+  the groups of ``lookalike dupes --format json``, exact and near tiers joined where they share
+  a file; imagededup: components of its ``find_duplicates`` map). This is what a clean-up acts on,
+  and the headline.
+* direct -- the pairs the tool scores as duplicates itself (lookalike: the pairs at or above the
+  threshold, ``lookalike.dupes.find_pairs``; imagededup: the ``find_duplicates`` map).
+
+Per edit type: recall over the (original, copy) pairs of that edit; precision over every reported
+pair that has a file of that type in it. Exact tier: ``lookalike dupes --tier exact`` against the
+byte-identical pairs of the set (hashed here).
+
+lookalike runs as a user runs it: ``lookalike index DIR --db X`` then ``lookalike dupes --db X
+--format json`` (the default profile and DEFAULT_THRESHOLD), timed end to end. imagededup runs
+PHash, DHash and WHash with their default ``max_distance_threshold`` (10), timed as hashing
+(``encode_images``) + finding (``find_duplicates``). Its CNN method is left out: it downloads model
+weights (and needs torchvision). A threshold sweep is reported for every method too; the best F1
+of a sweep is picked on this very set, so it is an optimistic ("oracle") figure for each tool.
+
+imagededup install: its wheel requires torch and torchvision although the hashing methods use
+neither, and a plain ``pip install imagededup`` pulls a CUDA torch. Install it without its deps:
+
+    pip install '.[bench]'            # includes PyWavelets and scikit-learn (the hashing path)
+    pip install --no-deps imagededup  # 0.3.3.post1 has cp311 manylinux wheels
+
+Importing ``imagededup.methods.hashing`` normally runs ``imagededup/methods/__init__.py`` (imports the
+CNN module: torch) and ``imagededup/utils/__init__.py`` (matplotlib and torchvision); this script
+registers those two packages as empty namespace modules first (``_import_hashing``), so only the
+hashing code and its real dependencies (numpy, scipy, PyWavelets, scikit-learn, tqdm, Pillow) load.
+
+    python benchmarks/dupes.py [--originals 150] [--distractors 500] [--skip-rotations]
+"""
+
+import argparse
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from lookalike import evaluate as ev
+from lookalike.dupes import DEFAULT_THRESHOLD
+
+DATA = Path(os.environ.get("LOOKALIKE_DATA", ROOT.parent / "shared" / "data"))
+# The issue's edit types -> the edit of lookalike.evaluate that makes them.
+EDITS = {"crop": "crop", "jpeg": "jpeg_q30", "scale": "downscale_50", "rotate_10": "rotate_10",
+         "rotate_90": "rotate_90", "mirror": "flip", "colour": "colour", "caption": "text_overlay",
+         "border": "border"}
+TYPES = ("exact", *EDITS, "burst")
+HASHES = ("PHash", "DHash", "WHash")
+IMAGEDEDUP_DEFAULT = 10  # find_duplicates' default max_distance_threshold
+LOOKALIKE_SWEEP = tuple(round(t, 2) for t in np.arange(0.80, 0.9601, 0.01))
+HASH_SWEEP = tuple(range(0, 21))
+LOOKALIKE = [sys.executable, "-m", "lookalike"]
+
+
+# ---------------------------------------------------------------- the set
+def _thumb(path):
+    with Image.open(path) as im:
+        return ev._thumb(im.convert("RGB"))
+
+
+def pick_sources(rng, n_orig, n_burst, n_distract, n_bg=-1):
+    """Caltech-101 photos for originals, burst sources and distractors, with no pixel twins."""
+    rows = [line.split(",") for line in (DATA / "caltech101" / "labels.csv").read_text().splitlines()[1:]]
+    rows = [(p, c) for p, c, *_ in rows if c != "Faces_easy"]
+    order = rng.permutation(len(rows))
+    bg = sorted((DATA / "caltech101_background_distractors").glob("*.jpg"))
+    bg = bg if n_bg < 0 else bg[:n_bg]
+    need = n_orig + n_burst + n_distract
+    kept, thumbs, dropped = [], [], 0
+    for i in order:
+        if len(kept) == need:
+            break
+        t = _thumb(DATA / "caltech101" / rows[i][0])
+        if thumbs and float(np.max(np.stack(thumbs) @ t)) >= ev.TWIN_CORRELATION:
+            dropped += 1
+            continue
+        kept.append(rows[i]); thumbs.append(t)
+    bg_kept = []
+    for p in bg:
+        t = _thumb(p)
+        if float(np.max(np.stack(thumbs) @ t)) >= ev.TWIN_CORRELATION:
+            dropped += 1
+            continue
+        bg_kept.append(p); thumbs.append(t)
+    return kept[:n_orig], kept[n_orig:n_orig + n_burst], kept[n_orig + n_burst:], bg_kept, dropped
+
+
+def burst_pair(im, rng):
+    """Two crops of one photo a little apart (4-8 % of the side), the second slightly brighter."""
+    w, h = im.size
+    f = 0.88
+    cw, ch = int(w * f), int(h * f)
+    dx, dy = (rng.uniform(0.04, 0.08, 2) * (w, h) * rng.choice([-1, 1], 2)).astype(int)
+    x0, y0 = (w - cw) // 2 - dx // 2, (h - ch) // 2 - dy // 2
+    a = im.crop((x0, y0, x0 + cw, y0 + ch))
+    b = im.crop((x0 + dx, y0 + dy, x0 + dx + cw, y0 + dy + ch))
+    return a, ImageEnhance.Brightness(b).enhance(float(rng.uniform(1.03, 1.1)))
+
+
+def build_set(root: Path, args):
+    """Write the set under ``root``; return the files (relative paths) and their ground truth."""
+    rng = np.random.default_rng(args.seed)
+    origs, bursts, distract, bg, dropped = pick_sources(rng, args.originals, args.bursts, args.distractors,
+                                                          args.background)
+    files, photo, kind, source = [], [], [], []
+
+    def add(rel, ph, k, src=None):
+        files.append(rel); photo.append(ph); kind.append(k); source.append(src)
+
+    name = lambda p: p.replace("/", "_")  # noqa: E731
+    exact_of = set(rng.choice(len(origs), size=args.exact, replace=False).tolist())
+    for n, (p, _) in enumerate(origs):
+        rel = f"photos/{name(p)}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DATA / "caltech101" / p, root / rel)
+        add(rel, n, "original")
+        if n in exact_of:
+            rel2 = f"backup/old_phone/{name(p)}"
+            (root / rel2).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / rel, root / rel2)
+            add(rel2, n, "exact", n)
+        with Image.open(root / rel) as im:
+            copies = ev.edit_image(im.convert("RGB"), rng, list(EDITS.values()))
+        for t, e in EDITS.items():
+            rel2 = f"edits/{t}/{Path(name(p)).stem}.jpg"
+            (root / rel2).parent.mkdir(parents=True, exist_ok=True)
+            copies[e].save(root / rel2, quality=95)
+            add(rel2, n, t, n)
+    ph = len(origs)
+    (root / "burst").mkdir()
+    for p, _ in bursts:
+        with Image.open(DATA / "caltech101" / p) as im:
+            a, b = burst_pair(im.convert("RGB"), rng)
+        stem = Path(name(p)).stem
+        a.save(root / f"burst/{stem}_1.jpg", quality=92); b.save(root / f"burst/{stem}_2.jpg", quality=92)
+        add(f"burst/{stem}_1.jpg", ph, "burst"); add(f"burst/{stem}_2.jpg", ph, "burst")
+        ph += 1
+    orig_classes = {c for _, c in origs}
+    for p, c in distract:
+        rel = f"other/{name(p)}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DATA / "caltech101" / p, root / rel)
+        add(rel, ph, "distractor_same_class" if c in orig_classes else "distractor"); ph += 1
+    (root / "background").mkdir()
+    for p in bg:
+        shutil.copyfile(p, root / "background" / p.name)
+        add(f"background/{p.name}", ph, "background"); ph += 1
+    digest = [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in files]
+    meta = {"originals": len(origs), "edited_copies": len(origs) * len(EDITS), "exact_copies": args.exact,
+            "burst_pairs": len(bursts), "distractors": len(distract), "background": len(bg),
+            "twins_dropped": dropped, "files": len(files), "kinds": dict(Counter(kind))}
+    return files, np.array(photo), np.array(kind), source, digest, meta
+
+
+# ---------------------------------------------------------------- scoring
+def components(n, pairs):
+    parent = np.arange(n)
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([find(i) for i in range(n)])
+
+
+def closure(n, pairs):
+    """All pairs inside the connected components of ``pairs``."""
+    comp = components(n, pairs)
+    out = set()
+    for c in np.unique(comp):
+        members = np.flatnonzero(comp == c)
+        out.update(itertools.combinations(members.tolist(), 2))
+    return out
+
+
+def score(pairs, truth) -> dict:
+    """Overall and per-type precision / recall / F1 of a set of (i, j) pairs, i < j."""
+    photo, kind, source = truth["photo"], truth["kind"], truth["source"]
+    pairs = {(min(a, b), max(a, b)) for a, b in pairs if a != b}
+
+    def prf(tp, n_pred, n_true):
+        p = tp / n_pred if n_pred else 1.0
+        r = tp / n_true if n_true else 1.0
+        return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
+                "reported": n_pred, "true": n_true, "found": tp}
+
+    sizes = Counter(photo.tolist())
+    n_true = sum(s * (s - 1) // 2 for s in sizes.values())
+    tp = sum(photo[a] == photo[b] for a, b in pairs)
+    out = {"overall": prf(int(tp), len(pairs), n_true)}
+    false_by_kind = Counter()
+    for a, b in pairs:
+        if photo[a] != photo[b]:
+            false_by_kind[" / ".join(sorted((kind[a], kind[b])))] += 1
+    out["false_pairs_by_kinds"] = dict(false_by_kind.most_common())
+    orig_of = {int(photo[i]): i for i in np.flatnonzero(kind == "original")}
+    for t in TYPES:
+        mine = np.flatnonzero(kind == t)
+        if t == "burst":
+            wanted = {(int(a), int(b)) for a, b in zip(mine[::2], mine[1::2])}
+        else:
+            wanted = {tuple(sorted((orig_of[source[i]], int(i)))) for i in mine}
+        found = len(wanted & pairs)
+        mine = set(mine.tolist())
+        touching = [(a, b) for a, b in pairs if a in mine or b in mine]
+        tp_t = sum(photo[a] == photo[b] for a, b in touching)
+        p = tp_t / len(touching) if touching else 1.0
+        r = found / len(wanted) if wanted else 1.0
+        out[t] = {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
+                  "reported": len(touching), "true": len(wanted), "found": found}
+    return out
+
+
+# ---------------------------------------------------------------- lookalike
+def run_cli(args, timeout=3600):
+    t0 = time.perf_counter()
+    res = subprocess.run(LOOKALIKE + args, capture_output=True, text=True, timeout=timeout,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    if res.returncode:
+        raise RuntimeError(f"lookalike {' '.join(args)} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    return res.stdout, time.perf_counter() - t0
+
+
+def rotations_available() -> bool:
+    out, _ = run_cli(["index", "--help"])
+    return "--rotations" in out
+
+
+def group_pairs(groups, index_of):
+    """Pairs inside the union of the groups (a file in an exact and a near group joins them)."""
+    pairs = []
+    for g in groups:
+        ids = [index_of[p] for p in g["paths"]]
+        pairs += [(ids[0], j) for j in ids[1:]]
+    return pairs
+
+
+def bench_lookalike(root, work, files, truth, rotations=False):
+    db = work / ("db-rot" if rotations else "db")
+    index_of = {str((root / f).resolve()): i for i, f in enumerate(files)}
+    extra = ["--rotations"] if rotations else []
+    log, t_index = run_cli(["index", str(root), "--db", str(db), "--no-progress", *extra])
+    out, t_dupes = run_cli(["dupes", "--db", str(db), "--format", "json"])
+    report = json.loads(out)
+    groups = report["groups"]
+    res = {"index_s": round(t_index, 2), "dupes_s": round(t_dupes, 2), "index_log": log.strip()[-400:],
+           "groups": len(groups), "groups_by_tier": dict(Counter(g.get("tier", "near") for g in groups))}
+    n = len(files)
+    missing = [p for g in groups for p in g["paths"] if p not in index_of]
+    if missing:
+        raise RuntimeError(f"dupes reported paths outside the set: {missing[:3]}")
+    reported = group_pairs(groups, index_of)
+    res["groups_score"] = score(closure(n, reported), truth)
+    out, t_exact = run_cli(["dupes", "--db", str(db), "--format", "json", "--tier", "exact"])
+    ex_groups = json.loads(out)["groups"]
+    ex_pairs = {tuple(sorted(p)) for g in ex_groups
+                for p in itertools.combinations([index_of[x] for x in g["paths"]], 2)}
+    want = truth["identical"]
+    res["exact_tier"] = {"groups": len(ex_groups), "pairs": len(ex_pairs), "recall": round(len(ex_pairs & want) / len(want), 4),
+                         "false_pairs": len(ex_pairs - want), "dupes_s": round(t_exact, 2)}
+    # direct pairs and the sweep, from the library on the same collection (not timed)
+    from lookalike import Collection
+    from lookalike.dupes import find_pairs
+
+    col = Collection.open(db)
+    found = find_pairs(col, min(LOOKALIKE_SWEEP))
+    scored = [(index_of[str(Path(p.path_a).resolve())], index_of[str(Path(p.path_b).resolve())], p.score)
+              for p in found]
+    direct = [(a, b) for a, b, s in scored if s >= DEFAULT_THRESHOLD]
+    res["direct_score"] = score(direct, truth)
+    res["same_groups_as_cli"] = closure(n, direct) == closure(n, reported)
+    res["sweep"] = {}
+    for t in LOOKALIKE_SWEEP:
+        ps = [(a, b) for a, b, s in scored if s >= t - 1e-9]
+        res["sweep"][f"{t:.2f}"] = {"groups_f1": score(closure(n, ps), truth)["overall"]["f1"],
+                                    "direct_f1": score(ps, truth)["overall"]["f1"]}
+    res["top_false_pairs"] = sorted(([round(s, 4), files[a], files[b]] for a, b, s in scored
+                                     if s >= DEFAULT_THRESHOLD and truth["photo"][a] != truth["photo"][b]),
+                                    reverse=True)[:15]
+    return res
+
+
+# ---------------------------------------------------------------- imagededup
+def _import_hashing():
+    """imagededup's hashing module without running the package __init__ files that import torch,
+    torchvision and matplotlib (imagededup.methods imports the CNN; imagededup.utils the plotter and models)."""
+    import imagededup
+
+    base = Path(imagededup.__path__[0])
+    for sub in ("methods", "utils"):
+        mod = types.ModuleType(f"imagededup.{sub}")
+        mod.__path__ = [str(base / sub)]
+        sys.modules.setdefault(f"imagededup.{sub}", mod)
+    from imagededup.methods import hashing
+
+    for name in list(logging.root.manager.loggerDict):  # its loggers print every step at INFO
+        if name.startswith("imagededup"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return hashing, imagededup.__version__
+
+
+def bench_hash(hashing, name, root, files, truth):
+    index_of = {f: i for i, f in enumerate(files)}
+    n = len(files)
+    h = getattr(hashing, name)(verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        enc = h.encode_images(image_dir=str(root.resolve()), recursive=True)
+        t1 = time.perf_counter()
+        dup = h.find_duplicates(encoding_map=enc, max_distance_threshold=IMAGEDEDUP_DEFAULT, scores=True)
+        t2 = time.perf_counter()
+        wide = h.find_duplicates(encoding_map=enc, max_distance_threshold=max(HASH_SWEEP), scores=True)
+    res = {"hash_s": round(t1 - t0, 2), "find_s": round(t2 - t1, 2), "hashed": len(enc),
+           "max_distance_threshold": IMAGEDEDUP_DEFAULT}
+    direct = {tuple(sorted((index_of[k], index_of[d]))) for k, v in dup.items() for d, _ in v}
+    res["direct_score"] = score(direct, truth)
+    res["groups_score"] = score(closure(n, direct), truth)
+    scored = {tuple(sorted((index_of[k], index_of[d]))): int(s) for k, v in wide.items() for d, s in v}
+    res["sweep"] = {}
+    for t in HASH_SWEEP:
+        ps = [p for p, s in scored.items() if s <= t]
+        res["sweep"][str(t)] = {"groups_f1": score(closure(n, ps), truth)["overall"]["f1"],
+                                "direct_f1": score(ps, truth)["overall"]["f1"]}
+    res["top_false_pairs"] = sorted(([s, files[a], files[b]] for (a, b), s in scored.items()
+                                     if s <= IMAGEDEDUP_DEFAULT and truth["photo"][a] != truth["photo"][b]))[:15]
+    return res
+
+
+# ---------------------------------------------------------------- report
+def best(sweep, key):
+    t, v = max(sweep.items(), key=lambda kv: (kv[1][key], -abs(float(kv[0]))))
+    return t, v[key]
+
+
+def table(results, n_files, view="groups_score"):
+    cols = ["overall P", "R", "F1", *TYPES, "s / 10k"]
+    print(f"\n{view.split('_')[0]} pairs -- per type: F1 (recall); s / 10k = wall seconds per 10,000 images")
+    print(f"{'method':<28}" + "".join(f"{c:>13}" for c in cols))
+    for name, r in results.items():
+        if r.get("todo"):
+            print(f"{name:<28}  TODO: {r['todo']}")
+            continue
+        s = r[view]
+        cells = [f"{s['overall']['precision']:.3f}", f"{s['overall']['recall']:.3f}", f"{s['overall']['f1']:.3f}"]
+        cells += [f"{s[t]['f1']:.2f} ({s[t]['recall']:.2f})" for t in TYPES]
+        cells.append(f"{r['per_10k_s']:.0f}")
+        print(f"{name:<28}" + "".join(f"{c:>13}" for c in cells))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--originals", type=int, default=150)
+    ap.add_argument("--exact", type=int, default=60, help="originals that get a byte-identical copy")
+    ap.add_argument("--bursts", type=int, default=60, help="burst-like pairs")
+    ap.add_argument("--distractors", type=int, default=500, help="other Caltech-101 photos")
+    ap.add_argument("--background", type=int, default=-1, help="background distractors (-1: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-rotations", action="store_true", help="no `index --rotations` row even if available")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dupes.json"))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lookalike-dupes-"))
+    root = work / "set"
+    load = [os.getloadavg()]
+    t0 = time.perf_counter()
+    files, photo, kind, source, digest, meta = build_set(root, args)
+    by_digest = {}
+    for i, d in enumerate(digest):
+        by_digest.setdefault(d, []).append(i)
+    identical = {p for ids in by_digest.values() for p in itertools.combinations(ids, 2)}
+    truth = {"photo": photo, "kind": kind, "source": source, "identical": identical}
+    meta.update(build_s=round(time.perf_counter() - t0, 1), identical_pairs=len(identical), seed=args.seed)
+    print(f"set: {meta}", flush=True)
+    n = len(files)
+    results = {}
+    try:
+        r = bench_lookalike(root, work, files, truth)
+        r["per_10k_s"] = (r["index_s"] + r["dupes_s"]) / n * 1e4
+        results["lookalike"] = r
+        print(f"lookalike: index {r['index_s']} s, dupes {r['dupes_s']} s, exact tier {r['exact_tier']}", flush=True)
+        load.append(os.getloadavg())
+        if args.skip_rotations:
+            results["lookalike --rotations"] = {"todo": "skipped (--skip-rotations)"}
+        elif rotations_available():
+            r = bench_lookalike(root, work, files, truth, rotations=True)
+            r["per_10k_s"] = (r["index_s"] + r["dupes_s"]) / n * 1e4
+            results["lookalike --rotations"] = r
+            print(f"lookalike --rotations: index {r['index_s']} s, dupes {r['dupes_s']} s", flush=True)
+            load.append(os.getloadavg())
+        else:
+            results["lookalike --rotations"] = {"todo": "`lookalike index --rotations` is not in this build yet"}
+        hashing, version = _import_hashing()
+        meta["imagededup"] = version
+        for h in HASHES:
+            r = bench_hash(hashing, h, root, files, truth)
+            r["per_10k_s"] = (r["hash_s"] + r["find_s"]) / n * 1e4
+            results[f"imagededup {h}"] = r
+            print(f"imagededup {h}: hash {r['hash_s']} s, find {r['find_s']} s", flush=True)
+        load.append(os.getloadavg())
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}")
+    table(results, n, "groups_score")
+    table(results, n, "direct_score")
+    print("\nbest F1 over a threshold sweep on this set (oracle, optimistic for every tool):")
+    for name, r in results.items():
+        if "sweep" in r:
+            tg, fg = best(r["sweep"], "groups_f1"); td, fd = best(r["sweep"], "direct_f1")
+            r["oracle"] = {"groups": {"threshold": tg, "f1": fg}, "direct": {"threshold": td, "f1": fd}}
+            print(f"  {name:<26} groups F1 {fg:.3f} at {tg:>4}   direct F1 {fd:.3f} at {td:>4}")
+    la = results["lookalike"]
+    f1 = la["groups_score"]["overall"]["f1"]
+    hashes_f1 = [results[f"imagededup {h}"]["groups_score"]["overall"]["f1"] for h in HASHES]
+    targets = {"lookalike F1 >= 0.95": f1 >= 0.95, "lookalike F1 above every imagededup hash": f1 > max(hashes_f1),
+               "exact tier recall 1.0": la["exact_tier"]["recall"] == 1.0,
+               "exact tier no false pair": la["exact_tier"]["false_pairs"] == 0}
+    print(f"\nexact tier: {la['exact_tier']}")
+    print("targets (groups view, default thresholds): " + ", ".join(f"{k}: {'met' if v else 'MISSED'}"
+                                                                    for k, v in targets.items()))
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{os.cpu_count()}-core VM",
+           "load_avg_1m": [round(x[0], 2) for x in load], "threshold": DEFAULT_THRESHOLD, "set": meta,
+           "targets": targets, "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
