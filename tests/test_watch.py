@@ -164,20 +164,10 @@ def test_cli_watch_stops_on_sigint(image_folder, tmp_path):
                              "--settle", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # the catch-up line
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "catch-up" in line or not line:
-                break
+        _read_until(proc, "catch-up", lines, 120)
         assert any("catch-up: +12 added" in x for x in lines), "".join(lines) + proc.stderr.read()
         shutil.copy(image_folder / "dogs" / "img_00.png", image_folder / "copy.png")
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "batch:" in line or not line:
-                break
+        _read_until(proc, "batch:", lines, TIMEOUT)
         assert any("batch: +1 added" in x for x in lines), "".join(lines)
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=60)
@@ -187,3 +177,13 @@ def test_cli_watch_stops_on_sigint(image_folder, tmp_path):
     assert rc in (0, 130), proc.stderr.read()
     col = Collection.open(db)
     assert len(col) == 13
+
+
+def _read_until(proc, marker, lines, timeout):
+    """Append ``proc``'s output lines to ``lines`` up to one with ``marker`` (or its end, or ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if marker in line or not line:
+            return

@@ -26,17 +26,17 @@ Example
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import images
+from .collection import Collection, CollectionError, IndexReport
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,13 @@ _POLL = 0.2
 
 
 @dataclass
-class BatchReport:
-    """What one applied batch did (or the catch-up ``index`` run, with ``catch_up=True``)."""
+class BatchReport(IndexReport):
+    """What one applied batch did (or the catch-up ``index`` run, with ``catch_up=True``).
 
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    The counts of an :class:`~lookalike.IndexReport` (added, updated, removed, unchanged,
+    skipped, ...), and the watcher's own.
+    """
+
     waiting: int = 0  # files still being written, left for a later batch
     seconds: float = 0.0
     images: int = 0  # images in the collection after the batch
@@ -183,8 +182,6 @@ class Watcher:
     def collection(self):
         """The collection (opened, or created, on first use)."""
         if self._col is None:
-            from .collection import Collection
-
             self._col = Collection.open_or_create(self.db, **{k: v for k, v in self._create.items() if v})
         return self._col
 
@@ -202,9 +199,7 @@ class Watcher:
         t0 = time.perf_counter()
         col = self.collection
         rep = col.index(self.folder, include_hidden=self.include_hidden, **self._add_kwargs)
-        out = BatchReport(added=rep.added, updated=rep.updated, removed=rep.removed, unchanged=rep.unchanged,
-                          skipped=list(rep.skipped), seconds=time.perf_counter() - t0, images=len(col),
-                          catch_up=True)
+        out = BatchReport(**vars(rep), seconds=time.perf_counter() - t0, images=len(col), catch_up=True)
         self._report(out, always=True)
         return out
 
@@ -260,10 +255,8 @@ class Watcher:
                 rep = col.add(present, **self._add_kwargs)
                 report.added, report.updated, report.unchanged = rep.added, rep.updated, rep.unchanged
                 report.skipped = list(rep.skipped)
-        except Exception as err:
-            from .collection import CollectionError
-
-            if isinstance(err, (CollectionError, OSError)) and _lock_busy(err):
+        except (CollectionError, OSError) as err:
+            if _lock_busy(err):
                 log.warning("%s; retrying in %.0f s", err, self.retry)
                 self._not_before = time.monotonic() + self.retry
                 report.waiting = len(self._files) + len(self._dirs)
@@ -289,31 +282,21 @@ class Watcher:
     def _fresh_collection(self):
         """The collection, re-read if another process committed since we last looked."""
         col = self.collection
-        reload = getattr(col, "reload", None)
-        if reload is not None:
-            reload()
-        else:  # format-1 collections: reopen when the manifest's generation moved on
-            try:
-                gen = json.loads((self.db / "manifest.json").read_bytes()).get("generation")
-            except (OSError, ValueError):
-                gen = None
-            if gen != col.manifest.get("generation"):
-                self._col = None
-                col = self.collection
+        col.reload()
         return col
 
     def _wanted(self, path: str) -> bool:
         """An image file under the folder, not hidden (unless asked), not inside the collection."""
-        if path == str(self.db) or path.startswith(str(self.db) + os.sep):
+        if _within(path, self.db):
             return False
         if os.path.splitext(path)[1].lower() not in images.IMAGE_EXTENSIONS:
             return False
         return self.include_hidden or not _hidden(path, self.folder)
 
     def _wanted_dir(self, path: str) -> bool:
-        if path == str(self.folder) or path == str(self.db) or path.startswith(str(self.db) + os.sep):
+        if path == str(self.folder) or _within(path, self.db):
             return False
-        return path.startswith(str(self.folder) + os.sep) and (self.include_hidden or not _hidden(path, self.folder))
+        return _within(path, self.folder) and (self.include_hidden or not _hidden(path, self.folder))
 
     def _drain(self, timeout: float) -> None:
         """Move queued events into the pending sets (waits up to ``timeout`` for the first)."""
@@ -358,6 +341,11 @@ def _stat_key(path: str) -> tuple | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ino) if os.path.isfile(path) else None
+
+
+def _within(path: str, root: Path) -> bool:
+    """``path`` is ``root`` or under it."""
+    return path == str(root) or path.startswith(str(root) + os.sep)
 
 
 def _hidden(path: str, root: Path) -> bool:
