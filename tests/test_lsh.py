@@ -142,30 +142,45 @@ def test_errors_say_what_was_expected(data):
         index.kneighbors(np.ones((1, 3)))
 
 
-def test_compiled_single_query_path_matches_numpy(data, fitted, monkeypatch):
-    from lookalike.lsh import _kernels
-
+@pytest.mark.parametrize("family", ["hyperplane", "brp", "minhash"])
+def test_compiled_single_query_path_matches_numpy_batch_path(data, fitted, family):
+    """One query runs compiled, a batch in numpy: the same candidates, the same quality."""
     X, Q = data
-    index = fitted["hyperplane"]
-    if _kernels.query_candidates is None:
-        pytest.skip("numba not installed")
+    index = fitted[family]
     fast_sets = [set(index.candidates(q[None], filtered=False)[1].tolist()) for q in Q[:30]]
+    qi, rows = index.candidates(Q[:30], filtered=False)  # the numpy path
+    assert fast_sets == [set(rows[qi == j].tolist()) for j in range(30)]  # identical before the Hamming cut
     fast = np.vstack([index.kneighbors(q[None], 10)[1] for q in Q[:30]])
-    monkeypatch.setattr(_kernels, "query_candidates", None)
-    monkeypatch.setattr(_kernels, "query_one", None)
-    slow_sets = [set(index.candidates(q[None], filtered=False)[1].tolist()) for q in Q[:30]]
-    slow = np.vstack([index.kneighbors(q[None], 10)[1] for q in Q[:30]])
-    assert fast_sets == slow_sets  # identical candidates before the Hamming cut
+    qi, rows = index.candidates(Q[:30])  # numpy path with the Hamming cut (hyperplane)
+    slow = np.full((30, 10), -1)
+    for j in range(30):
+        r = rows[qi == j]
+        top = r[np.argsort(-(X[r] @ Q[j]), kind="stable")[:10]]
+        slow[j, : len(top)] = top
     _, truth = exact_topk(X, Q[:30], 10)
     # ties in Hamming distance at the cut may keep different rows: compare quality, not identity
     assert abs(recall_at_k(fast, truth) - recall_at_k(slow, truth)) <= 0.02
 
 
+def test_query_path_is_chosen_at_fit_and_load(data, fitted):
+    from lookalike.lsh import query
+
+    X, _ = data
+    cut = LSHIndex(n_tables=16, n_bits=10, n_probes=4, rerank=32).fit(X)  # 160 bits: Hamming cut on
+    plain = LSHIndex(n_tables=4, n_bits=10, n_probes=4).fit(X)  # 40 bits: no cut
+    assert isinstance(cut._query, query.HammingPath) and cut._codes is not None
+    assert type(plain._query) is query.HyperplanePath and plain._codes is None
+    assert type(fitted["brp"]._query) is query.KeyPath
+    for index in (cut, plain, fitted["minhash"]):
+        back = LSHIndex.load(index.to_bytes(include_vectors=True))
+        assert type(back._query) is type(index._query)
+    with pytest.raises(ValueError, match="no Hamming codes"):
+        plain.hamming_distances(X[:1], np.zeros(1, np.int64), np.zeros(1, np.int64))
+
+
 def test_compiled_probes_match_numpy_probes():
     from lookalike.lsh import _kernels, families, tables
 
-    if _kernels.query_one is None:
-        pytest.skip("numba not installed")
     rng = np.random.default_rng(3)
     for K, P in [(14, 8), (10, 64), (4, 32), (16, 1)]:
         proj = rng.standard_normal((1, 6, K)).astype(np.float32)
@@ -188,12 +203,8 @@ def test_bit_packing_layouts():
 
 
 def test_batch_queries_match_single_queries(data):
-    from lookalike.lsh import _kernels
-
     X, Q = data
     index = LSHIndex(n_tables=16, n_bits=10, n_probes=4, rerank=32).fit(X)  # 160 bits: Hamming cut on
-    if _kernels.query_batch is None:
-        pytest.skip("numba not installed")
     assert index._codes is not None
     bs, bi = index.kneighbors(Q, 10)
     singles = [index.kneighbors(q[None], 10) for q in Q]

@@ -1,8 +1,9 @@
-"""Compiled single-query path (numba).
+"""Compiled query kernels (numba, a required dependency), used by :mod:`.query`.
 
 Probes, bucket lookup, de-duplication and Hamming scoring in one pass, with no intermediate
-arrays, and the exact re-ranking dot products. Used when numba is installed; the numpy path
-gives the same candidates (tests compare them).
+arrays, and the exact re-ranking dot products: one query at a time (the latency path) and
+blocks of queries in parallel. The numpy batch path of :mod:`.query` gives the same
+candidates (tests compare them).
 
 numba is imported and the kernels compiled (from its on-disk cache) on first use of
 ``query_one`` / ``query_candidates``, not at import: numba and LLVM take ~130 MB of memory and
@@ -57,8 +58,6 @@ def _query_candidates(offsets, rows, buckets, codes, qcode, alive):
                 ham[m] = h
                 m += 1
     return out[:m], ham[:m]
-
-
 
 
 def _probe_buckets(proj, n_probes, probe_bits, bits):
@@ -276,22 +275,19 @@ def half_table() -> np.ndarray:
 def __getattr__(name):  # PEP 562: compile on first access
     if name not in _COMPILED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        from numba import njit, prange
-    except ImportError:  # pragma: no cover - numba is a declared dependency
-        g = {k: None for k in _COMPILED}
-    else:
-        # numba resolves a kernel's globals when it first compiles it (at its first call), so
-        # replacing every helper with its compiled version here, in one go, is enough.
-        jit = njit(cache=True, nogil=True)
-        fast = njit(cache=True, nogil=True, fastmath=True)
-        par = njit(cache=True, nogil=True, parallel=True)
-        g = {"prange": prange, "_probe_buckets": jit(_probe_buckets), "_pack_query": jit(_pack_query),
-             "_dot_rows": fast(_dot_rows), "_dot_rows_half": fast(_dot_rows_half),
-             "query_batch": par(_query_batch), "rerank_batch": par(_rerank_batch),
-             "rerank_batch_half": par(_rerank_batch_half)}
-        g["_query_candidates"] = g["query_candidates"] = jit(_query_candidates)
-        g["_query_one"] = g["query_one"] = jit(_query_one)
-        g["project_one"] = fast(_project_one)
+    from numba import njit, prange
+
+    # numba resolves a kernel's globals when it first compiles it (at its first call), so
+    # replacing every helper with its compiled version here, in one go, is enough.
+    jit = njit(cache=True, nogil=True)
+    fast = njit(cache=True, nogil=True, fastmath=True)
+    par = njit(cache=True, nogil=True, parallel=True)
+    g = {"prange": prange, "_probe_buckets": jit(_probe_buckets), "_pack_query": jit(_pack_query),
+         "_dot_rows": fast(_dot_rows), "_dot_rows_half": fast(_dot_rows_half),
+         "query_batch": par(_query_batch), "rerank_batch": par(_rerank_batch),
+         "rerank_batch_half": par(_rerank_batch_half)}
+    g["_query_candidates"] = g["query_candidates"] = jit(_query_candidates)
+    g["_query_one"] = g["query_one"] = jit(_query_one)
+    g["project_one"] = fast(_project_one)
     globals().update(g)
     return globals()[name]

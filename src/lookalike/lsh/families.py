@@ -40,7 +40,6 @@ class Family:
     """Base class: ``fit`` draws random parameters; ``keys`` hashes vectors."""
 
     name = "base"
-    supports_probes = False
 
     def __init__(self, n_tables: int, n_bits: int, seed: int = 0):
         self.n_tables, self.n_bits, self.seed = int(n_tables), int(n_bits), int(seed)
@@ -100,7 +99,6 @@ class Hyperplane(Family):
     """Sign random projections: ``n_bits`` (<= 64) bits per table, multi-probe capable."""
 
     name = "hyperplane"
-    supports_probes = True
 
     def fit(self, X: np.ndarray) -> Hyperplane:  # noqa: D102
         if not 1 <= self.n_bits <= 40:
@@ -113,22 +111,23 @@ class Hyperplane(Family):
     def state(self) -> dict:  # noqa: D102
         return {**super().state(), "planes_": self.planes_}
 
-    def _project(self, X: np.ndarray) -> np.ndarray:
+    def project(self, X: np.ndarray) -> np.ndarray:
+        """``(n, n_tables, n_bits)`` projections of the centred ``X`` on the hyperplanes (sign = hash bit)."""
         return ((X - self.mean_) @ self.planes_).reshape(len(X), self.n_tables, self.n_bits)
 
     def _keys(self, X: np.ndarray) -> np.ndarray:
-        return pack_bits(self._project(X) > 0)
+        return pack_bits(self.project(X) > 0)
 
     def hamming(self, X: np.ndarray) -> np.ndarray:
         """All hash bits of ``X`` packed for Hamming distances: ``(n, W)`` uint64."""
-        return pack_hamming(self._project(np.asarray(X, np.float32)) > 0)
+        return pack_hamming(self.project(np.asarray(X, np.float32)) > 0)
 
     def _block_codes(self, X):
-        bits = self._project(X) > 0
+        bits = self.project(X) > 0
         return pack_bits(bits), pack_hamming(bits)
 
     def probe_keys(self, X: np.ndarray, n_probes: int) -> np.ndarray:  # noqa: D102
-        return probe_from_projection(self._project(np.asarray(X, np.float32)), n_probes)
+        return probe_from_projection(self.project(np.asarray(X, np.float32)), n_probes)
 
 
 def mean_of(X: np.ndarray) -> np.ndarray:

@@ -1,30 +1,28 @@
-"""The LSH index: hash tables over stored vectors, candidates re-ranked by exact cosine."""
+"""The LSH index (the estimator): fit, add, remove, query, save.
+
+Building and the tuned parameters live here; answering queries is :mod:`.query` (the path is
+chosen once at fit/load), the file layout is :mod:`.fileformat`, parameter search is :mod:`.tune`.
+"""
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from . import _kernels, families, tables
+from . import families, fileformat, query, tables
 from .families import FAMILIES, Family, make_family
+from .fileformat import INDEX_FORMAT_VERSION
+from .query import KERNEL_BATCH, PROJECT_BATCH, QUERY_BATCH
+
+__all__ = ["INDEX_FORMAT_VERSION", "KERNEL_BATCH", "PROJECT_BATCH", "QUERY_BATCH", "RECALL_TOLERANCE", "LSHIndex"]
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT_VERSION = 2  # 2: Hamming codes row-major (n, words)
 # Recall differences below this (one standard error at 200 held-out queries is ~0.015) do not
 # justify a wider Hamming cut once the cut no longer raises recall.
 RECALL_TOLERANCE = 0.003
-# Queries processed together: bounds the gathered candidate block (queries x candidates x dim).
-QUERY_BATCH = 32
-# Queries projected in one BLAS call by the compiled batch path.
-PROJECT_BATCH = 4096
-# Queries per call of the compiled (parallel) batch kernels: each call wakes numba's threads,
-# which costs ~10 ms on a busy 2-core machine (measured), so calls must carry many queries.
-KERNEL_BATCH = 1024
 
 
 class LSHIndex:
@@ -150,10 +148,11 @@ class LSHIndex:
         self.bucket_bits_ = tables.bucket_bits(self.n_bits_ if self.family == "hyperplane" else None, len(X))
         # (n, words) Hamming codes: a candidate's hash bits are one cache line (the compiled path
         # reads them in scan order)
-        buckets, self._codes = self.family_.bucket_ids(X, self.bucket_bits_, hamming=self._uses_hamming())
+        hamming = query.hamming_filter(self.family, self.rerank, self.n_tables_, self.n_bits_)
+        buckets, self._codes = self.family_.bucket_ids(X, self.bucket_bits_, hamming=hamming)
         self._keys, self._rows = tables.build_from_buckets(buckets, self.bucket_bits_)
         del buckets
-        self._row_of_id = None
+        self._query = query.path_for(self.family, self._codes is not None)
         self.rerank_ = self.tuning_["best"].get("rerank", self.rerank) if self.tuning_ else self.rerank
         if self.tuning_ is not None:
             from .tune import choose_rerank, measure
@@ -198,13 +197,6 @@ class LSHIndex:
             self.recall_, self.candidates_ = measure(self, X, k=self.k, seed=self.seed, holdout=holdout)
             widen_cut()
 
-    # Bits needed before Hamming distance is a good enough angle estimate to filter on.
-    _MIN_HAMMING_BITS = 128
-
-    def _uses_hamming(self) -> bool:
-        return (self.family == "hyperplane" and bool(self.rerank)
-                and self.n_tables_ * self.n_bits_ >= self._MIN_HAMMING_BITS)
-
     def _check_fitted(self):
         if not hasattr(self, "_X"):
             raise RuntimeError("This LSHIndex is not fitted yet; call fit(X) first.")
@@ -246,7 +238,6 @@ class LSHIndex:
         self._X = np.concatenate([self._X, X.astype(self.dtype)])
         self._ids = np.concatenate([self._ids, ids])
         self._alive = np.concatenate([self._alive, np.ones(len(X), bool)])
-        self._row_of_id = None
         return self
 
     def remove(self, ids, *, allow_missing: bool = True) -> int:
@@ -262,67 +253,22 @@ class LSHIndex:
 
     # ------------------------------------------------------------------ querying
     def candidates(self, Q: np.ndarray, n_probes: int | None = None, *, filtered: bool = True):
-        """Unique ``(query_index, row)`` candidate pairs for queries ``Q`` ``(q, d)``.
+        """Unique ``(query_index, row)`` candidate pairs for queries ``Q`` ``(q, d)``, sorted by query.
 
         With ``filtered`` (and Hamming filtering in use), at most ``rerank`` per query:
         those whose hash bits are closest to the query's.
         """
-        if len(Q) == 1 and self.family == "hyperplane" and _kernels.query_one is not None:  # compiled latency path
-            fam = self.family_
-            proj = _kernels.project_one(np.asarray(Q[0], np.float32), np.asarray(fam.mean_, np.float32),
-                                        np.asarray(fam.planes_, np.float32)).reshape(fam.n_tables, fam.n_bits)
-            codes = self._codes if self._codes is not None else np.empty((len(self._X), 0), np.uint64)
-            rows = _kernels.query_one(proj, int(n_probes or self.n_probes_), families.PROBE_BITS, self.bucket_bits_,
-                                      self._keys, self._rows, codes, self._alive, self.rerank_ if filtered else 0)
-            return np.zeros(len(rows), np.int64), rows
-        pk = self.family_.probe_keys(Q, n_probes or self.n_probes_)
-        if len(Q) == 1 and _kernels.query_candidates is not None:  # compiled latency path
-            return self._candidates_one(pk, filtered)
-        qi, rows = tables.lookup(self._keys, self._rows, pk, self.bucket_bits_)
-        qi, rows = tables.unique_pairs(qi, rows, len(self._X))
-        keep = self._alive[rows]
-        qi, rows = qi[keep], rows[keep]
-        if filtered and self._codes is not None and len(rows) > self.rerank_:
-            qcodes = families.hamming_codes(pk[:, :, 0], self.n_bits_)  # (q, words)
-            cand = np.take(self._codes, rows, axis=0)  # (c, words); np.take beats fancy indexing 3x here
-            cand ^= qcodes[0][None, :] if len(Q) == 1 else qcodes[qi]
-            ham = np.bitwise_count(cand).sum(axis=1, dtype=np.int32)
-            if len(Q) == 1:
-                best = np.argpartition(ham, self.rerank_ - 1)[: self.rerank_]
-                return qi[best], rows[best]
-            order = np.lexsort((ham, qi))
-            qi, rows = qi[order], rows[order]
-            starts = np.searchsorted(qi, np.arange(len(Q)))
-            keep = (np.arange(len(qi)) - starts[qi]) < self.rerank_
-            qi, rows = qi[keep], rows[keep]
-        return qi, rows
+        self._check_fitted()
+        return self._query.candidates(self, np.atleast_2d(np.asarray(Q, np.float32)), n_probes, filtered)
 
-    def _candidates_one(self, pk, filtered):
-        buckets = tables.bucket_of(pk[0], self.bucket_bits_)
-        use_codes = self._codes is not None
-        codes = self._codes if use_codes else np.empty((len(self._X), 0), np.uint64)
-        qcode = families.hamming_codes(pk[:, :, 0], self.n_bits_)[0] if use_codes else np.empty(0, np.uint64)
-        rows, ham = _kernels.query_candidates(self._keys, self._rows, buckets, codes, qcode, self._alive)
-        if filtered and use_codes and len(rows) > self.rerank_:
-            rows = rows[np.argpartition(ham, self.rerank_ - 1)[: self.rerank_]]
-        return np.zeros(len(rows), np.int64), rows
+    def hamming_distances(self, Q: np.ndarray, qi: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Hamming distance between the hash bits of query ``Q[qi[i]]`` and of row ``rows[i]``.
 
-    def _rerank(self, Q, qi, rows, exclude_rows=None):
-        """Exact cosine of each candidate pair; ``qi`` must be sorted (one gemv per query)."""
-        if len(Q) == 1 and _kernels.rerank_batch is not None:  # compiled: no gathered copy of the rows
-            scores = _kernels.dot(self._X, Q[:1], rows[None])[0]
-        elif len(Q) == 1:
-            scores = np.take(self._X, rows, axis=0).astype(np.float32, copy=False) @ Q[0]
-        else:
-            scores = np.empty(len(rows), np.float32)
-            bounds = np.searchsorted(qi, np.arange(len(Q) + 1))
-            for j in range(len(Q)):
-                a, b = bounds[j], bounds[j + 1]
-                if b > a:
-                    scores[a:b] = self._X[rows[a:b]].astype(np.float32, copy=False) @ Q[j]
-        if exclude_rows is not None:
-            scores[rows == exclude_rows[qi]] = -np.inf
-        return scores
+        Only for an index that filters on Hamming distance (hyperplane, tables x bits >= 128).
+        """
+        if self._codes is None:
+            raise ValueError("This index keeps no Hamming codes (hyperplane family, tables x bits >= 128 only)")
+        return np.bitwise_count(np.take(self._codes, rows, axis=0) ^ self.family_.hamming(Q)[qi]).sum(axis=1)
 
     def kneighbors(self, X: np.ndarray | None = None, k: int | None = None, *, n_probes: int | None = None,
                    rerank: int | None = None):
@@ -351,69 +297,8 @@ class LSHIndex:
         k = int(k or self.k)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        if X is None:
-            self_rows = np.nonzero(self._alive)[0]
-            Q = self._X[self_rows].astype(np.float32)
-        else:
-            Q = np.atleast_2d(np.asarray(X, np.float32))
-            self_rows = None
-            if Q.shape[1] != self._X.shape[1]:
-                raise ValueError(f"Queries have {Q.shape[1]} dimensions; the index has {self._X.shape[1]}")
-        out_s = np.full((len(Q), k), -np.inf, np.float32)
-        out_i = np.full((len(Q), k), -1, np.int64)
-        if len(Q) == 1 and self_rows is None:  # the latency path: no grouping by query
-            self._one(Q, k, n_probes, out_s[0], out_i[0])
-            return out_s, out_i
-        if self_rows is None and self._codes is not None and _kernels.query_batch is not None:
-            # The Hamming cut bounds the candidates: compiled block kernels on all cores. All
-            # projections first: a BLAS call between the kernels would leave BLAS threads
-            # spinning against numba's (2x slower on 2 cores).
-            for c0 in range(0, len(Q), PROJECT_BATCH):
-                proj = self.family_._project(Q[c0 : c0 + PROJECT_BATCH])
-                for b0 in range(0, len(proj), KERNEL_BATCH):
-                    sl = slice(c0 + b0, c0 + b0 + KERNEL_BATCH)
-                    self._block(Q[sl], proj[b0 : b0 + KERNEL_BATCH], k, n_probes, out_s[sl], out_i[sl], rerank)
-            return out_s, out_i
-        for b0 in range(0, len(Q), QUERY_BATCH):
-            q = Q[b0 : b0 + QUERY_BATCH]
-            qi, rows = self.candidates(q, n_probes)
-            ex = None if self_rows is None else self_rows[b0 : b0 + QUERY_BATCH]
-            s = self._rerank(q, qi, rows, ex)
-            order = np.lexsort((rows, -s, qi))
-            qi, rows, s = qi[order], rows[order], s[order]
-            starts = np.searchsorted(qi, np.arange(len(q)))
-            rank = np.arange(len(qi)) - starts[qi]
-            m = (rank < k) & np.isfinite(s)
-            out_s[b0 + qi[m], rank[m]] = s[m]
-            out_i[b0 + qi[m], rank[m]] = self._ids[rows[m]]
-        return out_s, out_i
-
-    def _one(self, q, k, n_probes, out_s, out_i):
-        """Top-``k`` of one query ``q`` ``(1, d)`` into the output rows ``out_s``, ``out_i``."""
-        _, rows = self.candidates(q, n_probes)
-        s = self._rerank(q, np.zeros(len(rows), np.int64), rows)
-        top = np.argpartition(-s, k - 1)[:k] if len(s) > k else np.arange(len(s))
-        top = top[np.lexsort((rows[top], -s[top]))]
-        out_s[: len(top)], out_i[: len(top)] = s[top], self._ids[rows[top]]
-
-    def _block(self, Q, proj, k, n_probes, out_s, out_i, rerank=None):
-        """Top-``k`` of a block of queries (``proj``: their projections), compiled and in parallel.
-
-        Each query's cut candidates, then their exact inner products.
-        """
-        rows = _kernels.query_batch(proj, int(n_probes or self.n_probes_), families.PROBE_BITS,
-                                    self.bucket_bits_, self._keys, self._rows, self._codes, self._alive,
-                                    int(rerank or self.rerank_))
-        s = _kernels.dot(self._X, Q, rows)
-        kk = min(k, rows.shape[1])
-        top = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if rows.shape[1] > kk else \
-            np.broadcast_to(np.arange(rows.shape[1]), s.shape)
-        ts, tr = np.take_along_axis(s, top, axis=1), np.take_along_axis(rows, top, axis=1)
-        order = np.lexsort((tr, -ts), axis=1)
-        ts, tr = np.take_along_axis(ts, order, axis=1), np.take_along_axis(tr, order, axis=1)
-        ok = np.isfinite(ts)
-        out_s[:, :kk] = np.where(ok, ts, -np.inf)
-        out_i[:, :kk] = np.where(ok, self._ids[np.where(ok, tr, 0)], -1)
+        Q, self_rows = self._queries(X)
+        return self._query.kneighbors(self, Q, k, n_probes, rerank, self_rows)
 
     def radius_neighbors(self, X: np.ndarray | None = None, threshold: float = 0.9, *, n_probes: int | None = None):
         """All indexed vectors with cosine >= ``threshold`` to each query (approximate).
@@ -425,26 +310,18 @@ class LSHIndex:
             each indexed vector queries the others (itself excluded).
         """
         self._check_fitted()
+        Q, self_rows = self._queries(X)
+        return self._query.radius_neighbors(self, Q, threshold, n_probes, self_rows)
+
+    def _queries(self, X):
+        """Queries as float32 ``(q, d)`` and, for self-queries (``X=None``), each one's own row."""
         if X is None:
             self_rows = np.nonzero(self._alive)[0]
-            Q = self._X[self_rows].astype(np.float32)
-        else:
-            Q, self_rows = np.atleast_2d(np.asarray(X, np.float32)), None
-        result = []
-        for b0 in range(0, len(Q), QUERY_BATCH):
-            q = Q[b0 : b0 + QUERY_BATCH]
-            qi, rows = self.candidates(q, n_probes)
-            ex = None if self_rows is None else self_rows[b0 : b0 + QUERY_BATCH]
-            s = self._rerank(q, qi, rows, ex)
-            m = s >= threshold
-            qi, rows, s = qi[m], rows[m], s[m]
-            order = np.lexsort((rows, -s, qi))
-            qi, rows, s = qi[order], rows[order], s[order]
-            bounds = np.searchsorted(qi, np.arange(len(q) + 1))
-            for j in range(len(q)):
-                sl = slice(bounds[j], bounds[j + 1])
-                result.append((s[sl], self._ids[rows[sl]]))
-        return result
+            return self._X[self_rows].astype(np.float32), self_rows
+        Q = np.atleast_2d(np.asarray(X, np.float32))
+        if Q.shape[1] != self._X.shape[1]:
+            raise ValueError(f"Queries have {Q.shape[1]} dimensions; the index has {self._X.shape[1]}")
+        return Q, None
 
     # ------------------------------------------------------------------ persistence
     def params(self) -> dict:
@@ -478,21 +355,13 @@ class LSHIndex:
         """The index as ``.npz`` bytes, by default without its vectors (see :meth:`save`)."""
         self._check_fitted()
         self.compact()
-        arrays = {f"family__{k}": np.asarray(v) for k, v in self.family_.state().items()}
-        arrays.update(keys=self._keys, rows=self._rows, ids=self._ids)
-        if self._codes is not None:
-            arrays["codes"] = self._codes
-        if include_vectors:
-            arrays["vectors"] = self._X
-        meta = {"format_version": INDEX_FORMAT_VERSION, "params": self.params()}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+        arrays = {"keys": self._keys, "rows": self._rows, "ids": self._ids, "codes": self._codes,
+                  "vectors": self._X if include_vectors else None}
+        return fileformat.dumps(self.params(), self.family_.state(), arrays)
 
     @classmethod
     def load(cls, source, vectors: np.ndarray | None = None) -> LSHIndex:
-        """Read an index written by :meth:`save` or :meth:`to_bytes`.
+        """Read an index written by :meth:`save` or :meth:`to_bytes` (any format version, see :mod:`.fileformat`).
 
         Parameters
         ----------
@@ -500,11 +369,7 @@ class LSHIndex:
         vectors : ndarray, optional
             Required when the file holds no vectors; row ``i`` must be the vector of ``ids[i]``.
         """
-        data = np.load(io.BytesIO(source) if isinstance(source, bytes) else source, allow_pickle=False)
-        meta = json.loads(bytes(data["meta"]).decode())
-        if meta["format_version"] > INDEX_FORMAT_VERSION:
-            raise ValueError(f"LSH index format {meta['format_version']} is newer than this lookalike supports")
-        p = meta["params"]
+        p, state, arrays = fileformat.loads(source)
         index = cls(family=p["family"], n_tables=p["n_tables"], n_bits=p["n_bits"], n_probes=p["n_probes"],
                     bucket_length=p["bucket_length"], top_dims=p["top_dims"], target_recall=p["target_recall"],
                     k=p["k"], rerank=p.get("rerank", 128), seed=p["seed"], dtype=p["dtype"])
@@ -512,21 +377,18 @@ class LSHIndex:
         index.bucket_length_, index.recall_, index.candidates_ = p["bucket_length"], p["recall"], p["candidates"]
         index.tuning_ = None
         index.rerank_ = index.rerank
-        state = {k[len("family__"):]: data[k] for k in data.files if k.startswith("family__")}
         index.family_ = FAMILIES[p["family"]].from_state(state)
-        index._keys, index._rows, index._ids = data["keys"], data["rows"], data["ids"]
+        index._keys, index._rows, index._ids = arrays["keys"], arrays["rows"], arrays["ids"]
+        index._codes = arrays["codes"]
         index.bucket_bits_ = p["bucket_bits"]
-        index._codes = data["codes"] if "codes" in data.files else None
-        if index._codes is not None and meta["format_version"] < 2:  # version 1 stored them word-major
-            index._codes = np.ascontiguousarray(index._codes.T)
-        X = data["vectors"] if "vectors" in data.files else vectors
+        X = arrays["vectors"] if arrays["vectors"] is not None else vectors
         if X is None:
             raise ValueError("This index file holds no vectors; pass the vectors it was built on")
         if len(X) != len(index._ids):
             raise ValueError(f"Index has {len(index._ids)} ids but {len(X)} vectors were given")
         index._X = np.ascontiguousarray(X, dtype=p["dtype"])
         index._alive = np.ones(len(X), bool)
-        index._row_of_id = None
+        index._query = query.path_for(index.family, index._codes is not None)
         return index
 
     def compact(self) -> None:

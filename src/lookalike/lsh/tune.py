@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from ..search import exact_topk
-from . import families, tables
+from . import families, query, tables
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _tune_hyperplane(index, X, sample):
     tables_grid = _grid(HYPERPLANE_TABLES, index.n_tables)
     probes_grid = _grid(HYPERPLANE_PROBES, index.n_probes)
     fam = families.Hyperplane(max(tables_grid), max(bits_grid), seed=index.seed).fit(X)
-    proj_q = fam._project(sample.rows(X, "q"))
+    proj_q = fam.project(sample.rows(X, "q"))
     # Codes of the most bits; the K-bit codes are their low K bits (bit j = sign of plane j).
     codes_s = fam.keys(sample.rows(X, "s"))
     codes_nb = fam.keys(sample.rows(X, "nb"))
@@ -193,7 +193,7 @@ def _tune_hyperplane(index, X, sample):
         pk_all = families.probe_from_projection(proj_q[:, :, :K], max(probes))
         truth_first_all = _first_probe_of_truth(tables.bucket_of(pk_all, bits), tables.bucket_of(codes_nb & low, bits),
                                                 sample.pair_q)
-        use_ham = bool(index.rerank) and max(tables_grid) * K >= index._MIN_HAMMING_BITS
+        use_ham = query.hamming_filter(index.family, index.rerank, max(tables_grid), K)
         packed = [families.hamming_codes(c & low, K) for c in (codes_s, codes_nb, codes_q)] if use_ham else None
         for L in tables_grid:
             if _cost(0, L, 1, dim) >= best_cost:
@@ -205,7 +205,7 @@ def _tune_hyperplane(index, X, sample):
             pair, first = _first_probe_per_pair(keys, rows, pk_all[:, :L, :p_cap], S, bits, sample.self_pairs)
             truth_first = truth_first_all[:, L - 1]
             counts = np.bincount(first, minlength=max(probes) + 1).cumsum()
-            hamming = use_ham and L * K >= index._MIN_HAMMING_BITS
+            hamming = query.hamming_filter(index.family, index.rerank, L, K)
             if hamming:
                 mask = _prefix_mask(max(tables_grid), L, K)
                 ham = _pair_hamming(packed[0], packed[2], mask, pair, S)
@@ -348,7 +348,7 @@ def _hamming_ranks(index, X, qrows, truth):
     qi, rows = index.candidates(Q, filtered=False)  # unique pairs, sorted by query then row
     keep = rows != qrows[qi]
     qi, rows = qi[keep], rows[keep]
-    ham = np.bitwise_count(np.take(index._codes, rows, axis=0) ^ index.family_.hamming(Q)[qi]).sum(axis=1)
+    ham = index.hamming_distances(Q, qi, rows)
     pair = qi * np.int64(n) + rows
     want_q = np.repeat(np.arange(len(qrows)), truth.shape[1])
     want = want_q * np.int64(n) + truth.ravel()
@@ -388,6 +388,6 @@ def measure(index, X: np.ndarray, *, k: int, seed: int, holdout=None) -> tuple[f
         cand += int(np.sum(rows != qrows[c : c + RANK_CHUNK][qi]))
     cand = float(cand / len(qrows))
     found = index.kneighbors(Q, k + 1)[1]  # the query itself is among the results
-    ids = index._ids
+    ids = index.ids_  # X is what the index was fitted on: row i holds ids_[i]
     rec = np.mean([len(set(f.tolist()) & set(ids[t].tolist())) / k for f, t in zip(found, truth)])
     return float(rec), cand
