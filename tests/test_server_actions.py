@@ -123,15 +123,14 @@ def test_plan_apply_undo_through_the_journal(acting):
     before = _tree(photos)
     groups = _groups(c)
     assert len(groups) == 3
-    plan = c.post("/api/actions/plan", json={"groups": [_choice(g) for g in groups[:2]], "threshold": 0.88},
-                  headers=AUTH)
+    body = {"groups": [_choice(g) for g in groups[:2]], "threshold": 0.88}
+    plan = c.post("/api/actions/plan", json=body, headers=AUTH)
     assert plan.status_code == 200, plan.text
     p = plan.json()
     assert p["files"] == 2 and p["groups"] == 2 and p["bytes"] > 0
     assert all(s["dest"].startswith(str(tmp / "moved")) for s in p["steps"])
     assert _tree(photos) == before, "a plan changes nothing"
-    r = c.post("/api/actions/apply", json={"groups": [_choice(g) for g in groups[:2]], "threshold": 0.88},
-               headers=AUTH)
+    r = c.post("/api/actions/apply", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
     done = r.json()
     assert len(done["done"]) == 2 and not done["skipped"]
@@ -143,8 +142,7 @@ def test_plan_apply_undo_through_the_journal(acting):
     # the server follows the new generation; moved files stay indexed at their new place (as in the CLI), and
     # the review leaves out what is in the --move-to folder already
     assert len(_groups(c)) == 1
-    again = c.post("/api/actions/plan", json={"groups": [_choice(g) for g in groups[:2]], "threshold": 0.88},
-                   headers=AUTH).json()
+    again = c.post("/api/actions/plan", json=body, headers=AUTH).json()
     assert again["files"] == 0 and sum("already in the --move-to" in x["reason"] for x in again["left_out"]) == 2
     u = c.post("/api/actions/undo", json={"run": done["run"]}, headers=AUTH)
     assert u.status_code == 200 and sorted(u.json()["done"]) == sorted(done["done"])
