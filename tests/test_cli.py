@@ -230,3 +230,13 @@ def test_dupes_groups_strongest_first_one_record_per_line_when_piped(tmp_path, i
 
     groups = Collection.open(db).duplicates(0.8)
     assert [g.min_score for g in groups] == sorted((g.min_score for g in groups), reverse=True)
+
+
+def test_cli_default_db_is_the_library_default():
+    """The CLI keeps its own copy (help must not load the collection code): the two must agree."""
+    from pathlib import Path
+
+    from lookalike.cli.options import DEFAULT_DB
+    from lookalike.collection import DEFAULT_DB as LIBRARY_DEFAULT_DB
+
+    assert DEFAULT_DB == Path(LIBRARY_DEFAULT_DB)

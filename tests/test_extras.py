@@ -18,7 +18,7 @@ OPTIONAL_MODULES = ("torch", "onnxscript", "sympy", "fastapi", "uvicorn", "multi
 # Modules that need an extra at import time (the rest import optional modules inside functions).
 NEEDS_EXTRA_TO_IMPORT = ("lookalike.server", "lookalike.encoders.efficientnet_lite")
 # Not imported by the walk: running it is running the CLI.
-NOT_A_LIBRARY_MODULE = ("lookalike.__main__",)
+NOT_A_LIBRARY_MODULE = ("lookalike.__main__", "lookalike.cli.__main__")  # they run the command
 
 
 def test_require_names_the_pip_command(monkeypatch):
