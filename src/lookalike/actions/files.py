@@ -11,8 +11,6 @@ from pathlib import Path
 
 from .. import storage
 
-HASH_CHUNK = 1 << 22  # 4 MiB reads when re-checking a file's hash
-
 
 def same_file(a: str, b: str) -> bool:
     """``a`` is a symbolic link, or the same file as ``b`` (a hard link to it); False if either cannot be read."""
@@ -23,12 +21,9 @@ def same_file(a: str, b: str) -> bool:
 
 
 def file_hash(path: str) -> str:
-    """The content hash of the file at ``path``, read in ``HASH_CHUNK`` pieces."""
-    h = hashlib.blake2b(digest_size=16)  # the index's content hash (lookalike.indexer.content_hash)
+    """The index's content hash (:func:`lookalike.indexer.content_hash`) of the file at ``path``, read in pieces."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def changed(path: str, size: int, mtime_ns: int, content_hash: str) -> str | None:
