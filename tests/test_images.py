@@ -175,13 +175,49 @@ def test_jpeg_draft_keeps_at_least_requested_size(tmp_path):
     assert (d.width, d.height) == (3000, 2000)
 
 
-def test_heic_decodes_when_pillow_heif_can_encode(tmp_path):
-    pillow_heif = pytest.importorskip("pillow_heif")
-    images.register_heif()
-    p = tmp_path / "photo.heic"
-    try:
-        synthetic_image(7).save(p, format="HEIF")
-    except Exception as e:  # no HEVC encoder in this libheif build
-        pytest.skip(f"cannot write HEIC here: {e}")
-    assert pillow_heif is not None
-    assert decode(p).image.size == (160, 120)
+def _heic(tmp_path, seed=7):
+    """A HEIC file written in a child process (this one must not have registered pillow-heif yet)."""
+    import subprocess
+    import sys
+
+    p = tmp_path / f"photo{seed}.png"
+    synthetic_image(seed).save(p)
+    code = ("import sys, pillow_heif; from PIL import Image; pillow_heif.register_heif_opener(); "
+            "Image.open(sys.argv[1]).save(sys.argv[2], format='HEIF', quality=90)")
+    subprocess.run([sys.executable, "-c", code, str(p), str(p.with_suffix(".heic"))], check=True)
+    return p.with_suffix(".heic")
+
+
+def test_heic_decodes_by_content_in_a_fresh_process(tmp_path):
+    """HEIF bytes decode on first sight, whatever the name (or none: Spark hands over bytes)."""
+    import subprocess
+    import sys
+
+    heic = _heic(tmp_path)
+    renamed = tmp_path / "looks-like.jpg"
+    renamed.write_bytes(heic.read_bytes())
+    code = ("import sys; from lookalike.images import decode; from pathlib import Path; "
+            "print([decode(Path(p).read_bytes()).image.size for p in sys.argv[1:]])")
+    out = subprocess.run([sys.executable, "-c", code, str(heic), str(renamed)], capture_output=True, text=True)
+    assert out.stdout.strip() == "[(160, 120), (160, 120)]", out.stderr[-2000:]
+    ref = np.asarray(decode(tmp_path / "photo7.png").image, np.float32)
+    assert np.abs(np.asarray(decode(heic).image, np.float32) - ref).mean() < 8  # lossy, but the same picture
+
+
+def _glob_matches(glob: str, name: str) -> bool:
+    """Hadoop glob semantics for ``*.{a,b}`` with ``[xX]`` classes (what binaryFile's pathGlobFilter does)."""
+    import fnmatch
+
+    head, alternatives = glob[:-1].split("{")
+    return any(fnmatch.fnmatchcase(name, head + alt) for alt in alternatives.split(","))
+
+
+def test_spark_takes_the_same_files_as_the_local_indexer():
+    from lookalike.spark.embed import IMAGE_GLOB
+
+    names = [f"x{e}" for e in images.IMAGE_EXTENSIONS]
+    names += [n.upper() for n in names] + [n.title() for n in names]
+    names += ["a.JPE", "b.heic", "c.HEIF", "d.Jpeg", "notes.txt", "x.jpg.bak", "x.jpeg2", "jpg", "x.svg", "x.PDF"]
+    for name in names:
+        assert _glob_matches(IMAGE_GLOB, name) == images.is_image_name(name), name
+    assert images.is_image_name("a.JPE") and images.is_image_name("b.heic") and not images.is_image_name("x.svg")

@@ -120,7 +120,7 @@ def write_spark_output(path: str | os.PathLike, n: int, *, vectors: np.ndarray |
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .spark.embed import META_DIR
+    from .spark.data import META_DIR
 
     path = Path(path)
     if n < 0:

@@ -19,6 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
+# The files taken for images (lower-case; names match in any case), by the local indexer and by
+# `spark index` (whose file glob is built from this set).
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"}
 )
@@ -88,9 +90,14 @@ def discover(root: str | os.PathLike, *, include_hidden: bool = False,
                 is_dir = False
             if is_dir:
                 subdirs.append(Path(entry.path))
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            elif is_image_name(entry.name):
                 yield Path(entry.path)
         stack.extend(reversed(subdirs))  # depth first, in name order
+
+
+def is_image_name(name: str) -> bool:
+    """True when a file name has one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
@@ -143,6 +150,10 @@ def decode(
     data = source if isinstance(source, bytes) else read_bytes(source)
     if not data:
         raise DecodeError("empty file (0 bytes)")
+    if is_heif(data) and not register_heif():  # recognised by content, whatever the file's name
+        from .extras import install_command
+
+        raise DecodeError(f"HEIC/HEIF image, but pillow-heif is not installed: {install_command('heif')}")
     # We enforce our own pixel limit below; Pillow's global one would fire first otherwise.
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -168,10 +179,6 @@ def decode(
     except DecodeError:
         raise
     except UnidentifiedImageError:
-        if is_heif(data) and not register_heif():
-            from .extras import install_command
-
-            raise DecodeError(f"HEIC/HEIF image, but pillow-heif is not installed: {install_command('heif')}") from None
         raise DecodeError("not an image: unrecognised file format") from None
     except Image.DecompressionBombError as err:
         raise DecodeError(f"too many pixels: {err}") from None
@@ -208,13 +215,19 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_heif_registered = False
+
+
 def register_heif() -> bool:
-    """Enable HEIC/HEIF decoding through pillow-heif; returns False if it is not installed."""
-    try:
-        import pillow_heif
-    except ImportError:
-        return False
-    pillow_heif.register_heif_opener()
+    """Enable HEIC/HEIF decoding through pillow-heif (once); returns False if it is not installed."""
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            import pillow_heif
+        except ImportError:
+            return False
+        pillow_heif.register_heif_opener()
+        _heif_registered = True
     return True
 
 

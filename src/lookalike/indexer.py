@@ -52,6 +52,36 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def failure_reason(err: Exception) -> str:
+    """The reason recorded for a file that could not be read or embedded."""
+    if isinstance(err, images.DecodeError):
+        return str(err)
+    if isinstance(err, FileNotFoundError):
+        return "file not found (deleted, or a broken symlink)"
+    if isinstance(err, OSError):
+        return f"cannot read file: {err.strerror or err}"
+    return f"unexpected error: {type(err).__name__}: {err}"  # a decoder bug must not stop the run
+
+
+def prepare(res: FileResult, data: bytes, encoder, max_pixels: int | None) -> np.ndarray | None:
+    """The encoder's input for the bytes ``data`` of the file ``res.path``, or None with ``res.reason`` set.
+
+    Fills ``res.content_hash``, ``res.width`` and ``res.height``. The one place a file's bytes become
+    model input, for the local indexer and the Spark workers alike: the same decoder, HEIF
+    support and reasons.
+    """
+    try:
+        res.content_hash = content_hash(data)
+        if images.needs_heif(res.path):
+            images.register_heif()
+        dec = images.decode(data, max_pixels=max_pixels, draft_size=encoder.draft_size)
+        res.width, res.height = dec.width, dec.height
+        return encoder.preprocess(dec.image)
+    except Exception as err:
+        res.reason = failure_reason(err)
+        return None
+
+
 def _load(path: str, encoder, max_pixels: int | None) -> tuple[FileResult, np.ndarray | None, float]:
     t0 = time.perf_counter()
     res = FileResult(path)
@@ -60,20 +90,10 @@ def _load(path: str, encoder, max_pixels: int | None) -> tuple[FileResult, np.nd
         st = os.stat(path)
         res.size, res.mtime_ns = st.st_size, st.st_mtime_ns
         data = images.read_bytes(path)
-        res.content_hash = content_hash(data)
-        if images.needs_heif(path):
-            images.register_heif()
-        dec = images.decode(data, max_pixels=max_pixels, draft_size=encoder.draft_size)
-        res.width, res.height = dec.width, dec.height
-        arr = encoder.preprocess(dec.image)
-    except images.DecodeError as err:
-        res.reason = str(err)
-    except FileNotFoundError:
-        res.reason = "file not found (deleted, or a broken symlink)"
-    except OSError as err:
-        res.reason = f"cannot read file: {err.strerror or err}"
-    except Exception as err:  # a decoder bug must not stop the run; keep the reason
-        res.reason = f"unexpected error: {type(err).__name__}: {err}"
+    except Exception as err:
+        res.reason = failure_reason(err)
+    else:
+        arr = prepare(res, data, encoder, max_pixels)
     return res, arr, time.perf_counter() - t0
 
 

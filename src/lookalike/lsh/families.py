@@ -44,8 +44,9 @@ class Family:
     def __init__(self, n_tables: int, n_bits: int, seed: int = 0):
         self.n_tables, self.n_bits, self.seed = int(n_tables), int(n_bits), int(seed)
 
-    def fit(self, X: np.ndarray) -> Family:  # noqa: D102
-        self.mean_ = mean_of(X)
+    def fit(self, X: np.ndarray, mean: np.ndarray | None = None) -> Family:
+        """Draw the random parameters for vectors like ``X``, centred on ``mean`` (default: their mean)."""
+        self.mean_ = mean_of(X) if mean is None else np.asarray(mean, np.float32)
         return self
 
     def keys(self, X: np.ndarray) -> np.ndarray:
@@ -96,14 +97,14 @@ class Family:
 
 
 class Hyperplane(Family):
-    """Sign random projections: ``n_bits`` (<= 64) bits per table, multi-probe capable."""
+    """Sign random projections: ``n_bits`` (<= 40) bits per table, multi-probe capable."""
 
     name = "hyperplane"
 
-    def fit(self, X: np.ndarray) -> Hyperplane:  # noqa: D102
+    def fit(self, X: np.ndarray, mean: np.ndarray | None = None) -> Hyperplane:  # noqa: D102
         if not 1 <= self.n_bits <= 40:
             raise ValueError(f"n_bits must be in 1..40 for the hyperplane family, got {self.n_bits}")
-        super().fit(X)
+        super().fit(X, mean)
         rng = np.random.default_rng(self.seed)
         self.planes_ = rng.standard_normal((X.shape[1], self.n_tables * self.n_bits)).astype(np.float32)
         return self

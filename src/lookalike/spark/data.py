@@ -1,16 +1,42 @@
-"""Reading ``spark index`` output into DataFrames and vectors (shared by the Spark jobs)."""
+"""Reading and describing ``spark index`` output: DataFrames, vectors, the ``_lookalike`` description.
+
+Shared by the Spark jobs (:mod:`.embed` writes what this module reads; it imports no job module).
+"""
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 
 import numpy as np
 
-from .embed import read_meta
+# Sub-folder of the output holding the encoder description (skipped by Parquet readers).
+META_DIR = "_lookalike"
 
 
 class SparkInputError(ValueError):
     """The input is not what a Spark job expected."""
+
+
+def check_method(method: str, methods) -> None:
+    """Raise a ValueError naming the choices when ``method`` is not one of ``methods``."""
+    if method not in methods:
+        raise ValueError(f"method must be one of {', '.join(methods)}, got {method!r}")
+
+
+def write_meta(spark, output_path: str, info: dict) -> None:
+    """Write ``info`` as one JSON row under ``OUTPUT/_lookalike`` (any Hadoop file system)."""
+    spark.createDataFrame([(json.dumps(info),)], "value string").coalesce(1).write.mode("overwrite").text(
+        output_path.rstrip("/") + "/" + META_DIR)
+
+
+def read_meta(spark, output_path: str) -> dict:
+    """The ``_lookalike`` description of a ``spark index`` output (empty dict if absent)."""
+    try:
+        rows = spark.read.text(output_path.rstrip("/") + "/" + META_DIR).collect()
+    except Exception:  # noqa: BLE001 - AnalysisException when the folder is missing
+        return {}
+    return json.loads(rows[0][0]) if rows else {}
 
 
 def load_embeddings(spark, source: str, *, need_meta: bool = True):

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..dupes import connected_groups, keeper_rank
 from .banding import ROW_COST, BandPlan, pairs_in_sorted, plan_bands
-from .data import arrow_batch_rows, as_matrix, load_embeddings, sample_vectors
+from .data import arrow_batch_rows, as_matrix, check_method, load_embeddings, sample_vectors
 
 METHODS = ("lsh", "mllib-brp", "mllib-minhash")
 PAIR_SCHEMA = "a long, b long, score float"
@@ -179,6 +179,7 @@ def mllib_pairs(df, threshold: float, method: str, *, n_tables: int | None = Non
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
+    check_method(method, METHODS[1:])  # the mllib-* methods
     if method == "mllib-brp":
         data = df.select("id", array_to_vector("embedding").alias("v"))
         lsh = BucketedRandomProjectionLSH(inputCol="v", outputCol="h", bucketLength=bucket_length or 2.0,
@@ -189,27 +190,26 @@ def mllib_pairs(df, threshold: float, method: str, *, n_tables: int | None = Non
         return (joined.filter(F.col("datasetA.id") < F.col("datasetB.id"))
                 .select(F.col("datasetA.id").alias("a"), F.col("datasetB.id").alias("b"),
                         (1 - F.col("d") ** 2 / 2).cast("float").alias("score")))
-    if method == "mllib-minhash":
-        from pyspark.ml.linalg import SparseVector, VectorUDT
+    # mllib-minhash
+    from pyspark.ml.linalg import SparseVector, VectorUDT
 
-        def top_set(arr):
-            v = np.asarray(arr, np.float32)
-            idx = np.sort(np.argpartition(-v, top_dims)[:top_dims])
-            return SparseVector(len(v), idx.tolist(), [1.0] * top_dims)
+    def top_set(arr):
+        v = np.asarray(arr, np.float32)
+        idx = np.sort(np.argpartition(-v, top_dims)[:top_dims])
+        return SparseVector(len(v), idx.tolist(), [1.0] * top_dims)
 
-        to_set = F.udf(top_set, VectorUDT())
-        data = df.select("id", "embedding", to_set("embedding").alias("v"))
-        lsh = MinHashLSH(inputCol="v", outputCol="h", numHashTables=n_tables or 5, seed=seed)
-        model = lsh.fit(data)
-        joined = model.approxSimilarityJoin(data, data, jaccard_distance, distCol="d")
-        dot = F.aggregate(F.zip_with("datasetA.embedding", "datasetB.embedding", lambda x, y: x * y),
-                          F.lit(0.0).cast("double"), lambda acc, x: acc + x)
-        return (
-            joined.filter(F.col("datasetA.id") < F.col("datasetB.id"))
-            .select(F.col("datasetA.id").alias("a"), F.col("datasetB.id").alias("b"), dot.cast("float").alias("score"))
-            .filter(F.col("score") >= threshold)
-        )
-    raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    to_set = F.udf(top_set, VectorUDT())
+    data = df.select("id", "embedding", to_set("embedding").alias("v"))
+    lsh = MinHashLSH(inputCol="v", outputCol="h", numHashTables=n_tables or 5, seed=seed)
+    model = lsh.fit(data)
+    joined = model.approxSimilarityJoin(data, data, jaccard_distance, distCol="d")
+    dot = F.aggregate(F.zip_with("datasetA.embedding", "datasetB.embedding", lambda x, y: x * y),
+                      F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+    return (
+        joined.filter(F.col("datasetA.id") < F.col("datasetB.id"))
+        .select(F.col("datasetA.id").alias("a"), F.col("datasetB.id").alias("b"), dot.cast("float").alias("score"))
+        .filter(F.col("score") >= threshold)
+    )
 
 
 def spark_dupes(spark, source: str, out: str | None = None, *, threshold: float = 0.9, method: str = "lsh",
@@ -224,8 +224,7 @@ def spark_dupes(spark, source: str, out: str | None = None, *, threshold: float 
 
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_method(method, METHODS)
     t0 = time.perf_counter()
     df, _ = load_embeddings(spark, source)
     n = df.count()

@@ -1,8 +1,9 @@
 """Distributed embedding: Spark's ``binaryFile`` source -> decode + embed in ``mapInPandas``.
 
-The same decoder (:func:`lookalike.images.decode`) and encoder as the local indexer run
-inside the Python workers; the model is loaded once per worker process. Unreadable files
-get an ``error`` with the reason and never fail the job. Output: Parquet with
+The same files as the local indexer (:data:`lookalike.images.IMAGE_EXTENSIONS`, any case), turned
+into model input by the same function (:func:`lookalike.indexer.prepare`: decoder, HEIF, reasons)
+and the same encoder, inside the Python workers; the model is loaded once per worker process.
+Unreadable files get an ``error`` with the reason and never fail the job. Output: Parquet with
 ``path, size, modificationTime, content_hash, width, height, embedding (array<float>), error``,
 plus ``_lookalike/`` (one JSON row: encoder, weights SHA-256, dim) that Spark and pyarrow
 readers skip because of the leading underscore.
@@ -13,14 +14,26 @@ from __future__ import annotations
 import numpy as np
 
 from .. import images
-from ..indexer import content_hash
+from ..indexer import FileResult, prepare
+from .data import META_DIR, read_meta, write_meta
+
+__all__ = ["IMAGE_GLOB", "META_DIR", "OUTPUT_SCHEMA", "embed_images", "embed_partition", "encoder_info", "read_meta",
+           "spark_index", "spark_session", "write_meta"]
 
 OUTPUT_SCHEMA = ("path string, size long, modificationTime timestamp, content_hash string, width int, height int, "
                  "embedding array<float>, error string")
-# Sub-folder of the output holding the encoder description (skipped by Parquet readers).
-META_DIR = "_lookalike"
-# Files read by binaryFile (Spark's glob syntax).
-IMAGE_GLOB = "*.{jpg,jpeg,JPG,JPEG,png,PNG,webp,WEBP,bmp,BMP,gif,GIF,tif,tiff,TIF,TIFF}"
+
+
+def glob_of(extensions) -> str:
+    """A Hadoop glob (binaryFile's ``pathGlobFilter``) matching names with any of ``extensions`` in any case."""
+    def any_case(ext: str) -> str:
+        return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext.lstrip("."))
+
+    return "*.{" + ",".join(any_case(e) for e in sorted(extensions)) + "}"
+
+
+# Files read by binaryFile: the local indexer's extensions, any case.
+IMAGE_GLOB = glob_of(images.IMAGE_EXTENSIONS)
 # Images embedded per model call inside a task.
 TASK_BATCH = 32
 _ENCODERS: dict = {}  # one encoder per worker process, keyed by (name, engine)
@@ -53,28 +66,16 @@ def embed_partition(batches, encoder_name: str = "efficientnet-lite0", engine: s
                "embedding": [], "error": []}
         arrays, slots = [], []
         for path, content, length, mtime in zip(pdf["path"], pdf["content"], pdf["length"], pdf["modificationTime"]):
-            out["path"].append(path)
-            out["size"].append(int(length))
-            out["modificationTime"].append(mtime)
-            data = bytes(content) if content is not None else b""
-            out["content_hash"].append(content_hash(data))
-            try:
-                dec = images.decode(data, max_pixels=max_pixels,
-                                    draft_size=enc.draft_size)
-                arrays.append(enc.preprocess(dec.image))
-                slots.append(len(out["path"]) - 1)
-                out["width"].append(dec.width)
-                out["height"].append(dec.height)
-                out["error"].append(None)
-            except images.DecodeError as e:
-                out["width"].append(None)
-                out["height"].append(None)
-                out["error"].append(str(e))
-            except Exception as e:  # never fail the job for one file
-                out["width"].append(None)
-                out["height"].append(None)
-                out["error"].append(f"unexpected error: {type(e).__name__}: {e}")
-            out["embedding"].append(None)
+            res = FileResult(path, size=int(length))
+            arr = prepare(res, bytes(content) if content is not None else b"", enc, max_pixels)  # never raises
+            if arr is not None:
+                slots.append(len(out["path"]))
+                arrays.append(arr)
+            row = {"path": path, "size": res.size, "modificationTime": mtime, "content_hash": res.content_hash,
+                   "width": res.width if arr is not None else None, "height": res.height if arr is not None else None,
+                   "embedding": None, "error": res.reason}
+            for key, value in row.items():
+                out[key].append(value)
         for b0 in range(0, len(arrays), TASK_BATCH):
             vecs = enc.embed_batch(np.stack(arrays[b0 : b0 + TASK_BATCH]))
             for slot, v in zip(slots[b0 : b0 + TASK_BATCH], vecs):
@@ -152,22 +153,3 @@ def encoder_info(encoder: str, engine: str = "onnx") -> dict:
     enc = _encoder(encoder, engine)
     return {"format": "lookalike-spark-embeddings", "encoder": enc.name, "engine": engine,
             "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False, "views": list(enc.views)}
-
-
-def write_meta(spark, output_path: str, info: dict) -> None:
-    """Write ``info`` as one JSON row under ``OUTPUT/_lookalike`` (any Hadoop file system)."""
-    import json
-
-    spark.createDataFrame([(json.dumps(info),)], "value string").coalesce(1).write.mode("overwrite").text(
-        output_path.rstrip("/") + "/" + META_DIR)
-
-
-def read_meta(spark, output_path: str) -> dict:
-    """The ``_lookalike`` description of a ``spark index`` output (empty dict if absent)."""
-    import json
-
-    try:
-        rows = spark.read.text(output_path.rstrip("/") + "/" + META_DIR).collect()
-    except Exception:  # noqa: BLE001 - AnalysisException when the folder is missing
-        return {}
-    return json.loads(rows[0][0]) if rows else {}

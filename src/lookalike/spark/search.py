@@ -16,8 +16,8 @@ from functools import partial
 
 import numpy as np
 
-from .data import SparkInputError, arrow_batch_rows, as_matrix, load_embeddings
-from .embed import embed_images, read_meta
+from .data import SparkInputError, arrow_batch_rows, as_matrix, check_method, load_embeddings, read_meta
+from .embed import embed_images
 
 METHODS = ("exact", "mllib-brp")
 
@@ -85,8 +85,7 @@ def spark_search(spark, queries: str, collection: str, out: str | None = None, *
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_method(method, METHODS)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     t0 = time.perf_counter()
