@@ -289,7 +289,7 @@ class Watcher:
         """An image file under the folder, not hidden (unless asked), not inside the collection."""
         if _within(path, self.db):
             return False
-        if os.path.splitext(path)[1].lower() not in images.IMAGE_EXTENSIONS:
+        if not images.is_image_name(path):
             return False
         return self.include_hidden or not _hidden(path, self.folder)
 
