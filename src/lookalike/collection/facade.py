@@ -22,6 +22,7 @@ from .. import images, storage
 from ..dupes import DEFAULT_THRESHOLD
 from ..encoders import LEGACY_VIEWS, Encoder, get_encoder
 from ..indexer import StageTimes
+from ..rotations import check_variants
 from ..storage import CollectionError, CorruptCollectionError
 from . import artifacts, merge, store, sync
 from .query import QueryMixin
@@ -30,6 +31,8 @@ from .view import Snapshot
 
 log = logging.getLogger(__name__)
 
+# The parts of a segment entry that define its rows (a change of the others only swaps side files).
+ROW_FILES = ("rows", "deleted", "meta", "emb", "dels")
 # New collections store float16 embeddings: half the disk and memory; retrieval quality
 # moves by < 0.001 (README, "Storage precision").
 DEFAULT_DTYPE = "float16"
@@ -50,6 +53,7 @@ class IndexReport:
     interrupted: bool = False
     merged_segments: int = 0
     lsh: dict | None = None
+    rotated: int = 0  # images indexed before whose rotations were embedded in this run
 
     @property
     def embedded(self) -> int:
@@ -163,7 +167,7 @@ class Collection(QueryMixin):
     @classmethod
     def create(cls, path: str | os.PathLike = store.DEFAULT_DB, *, encoder: str | None = None,
                engine: str | None = None, flip_average: bool = False, overwrite: bool = False,
-               dtype: str = DEFAULT_DTYPE, views=None) -> Collection:
+               dtype: str = DEFAULT_DTYPE, views=None, rotations=False) -> Collection:
         """Make a new, empty collection folder.
 
         Parameters
@@ -181,6 +185,10 @@ class Collection(QueryMixin):
             Storage precision of the embeddings.
         views : sequence of {"crop", "full"}, optional
             What each embedding is pooled from (stored; default ``encoders.DEFAULT_VIEWS``).
+        rotations : bool or sequence of {"rot90", "rot180", "rot270"}, default False
+            Also store the embeddings of each image turned by 90, 180 and 270 degrees, so
+            ``dupes`` finds rotated copies (3 more forward passes and 3x the embeddings' disk
+            per image; search is unchanged). See :mod:`lookalike.rotations`.
         """
         path = Path(path).expanduser()
         if dtype not in ("float16", "float32"):
@@ -188,6 +196,7 @@ class Collection(QueryMixin):
         if path.exists() and not path.is_dir():
             raise CollectionError(f"{path} is a file, not a collection folder; choose another --db.")
         enc = get_encoder(encoder, engine, flip_average=flip_average, views=views)  # fails before any folder is made
+        variants = check_variants(rotations) if rotations else ()
         try:
             path.mkdir(parents=True, exist_ok=True)
             with store.Lock(path):
@@ -205,6 +214,8 @@ class Collection(QueryMixin):
                         f"{path} exists and is not an empty folder or a collection; choose another --db.")
                 manifest = store.new_manifest(enc, flip_average=flip_average, dtype=dtype,
                                               generation=generation + 1)
+                if variants:
+                    manifest["rotations"] = list(variants)
                 store.write_manifest(path, manifest)
                 store.remove_unreferenced(path, manifest)
         except OSError as err:
@@ -303,6 +314,26 @@ class Collection(QueryMixin):
         return self._encoder
 
     @property
+    def rotations(self) -> tuple[str, ...]:
+        """The variants stored per image for ``dupes`` (e.g. ``("rot90", "rot180", "rot270")``); () if off."""
+        return tuple(self.manifest.get("rotations") or ())
+
+    def variant_embeddings(self, v: int):
+        """``(n, dim)`` embeddings of every image's ``v``-th variant (see :attr:`rotations`), like :attr:`embeddings`.
+
+        An image whose variants are not embedded yet gives its plain embedding.
+        """
+        if not 0 <= v < len(self.rotations):
+            raise IndexError(f"{self.path} stores {len(self.rotations)} variants per image, not {v + 1}")
+        return self._snap.variant_rows(v)
+
+    def variants_of_rows(self, rows) -> np.ndarray | None:
+        """``(len(rows), V, dim)`` float32 variant embeddings of collection rows; None without rotations."""
+        if not self.rotations:
+            return None
+        return np.stack([self._snap.variant_rows(v).take(rows) for v in range(len(self.rotations))], axis=1)
+
+    @property
     def embeddings(self):
         """``(n, dim)`` unit vectors, read-only: a :class:`~lookalike.collection.view.Rows` view.
 
@@ -333,8 +364,8 @@ class Collection(QueryMixin):
     @property
     def segments(self) -> list[dict]:
         """The segments: name, rows, deleted rows, LSH or not."""
-        return [{"name": s.name, "rows": s.rows, "live": s.live, "lsh": bool(s.entry.get("lsh"))}
-                for s in self._snap.segments]
+        return [{"name": s.name, "rows": s.rows, "live": s.live, "lsh": bool(s.entry.get("lsh")),
+                 "variants": s.has_variants} for s in self._snap.segments]
 
     def metadata(self):
         """The metadata as a ``pyarrow.Table`` (one row per image; paths in display form)."""
@@ -432,11 +463,17 @@ class Collection(QueryMixin):
         return f"seg-{self.manifest['next_segment'] + offset:06d}"
 
     def _commit(self, *, new_segments: Iterable[dict] = (), dead_rows: np.ndarray | None = None,
-                drop_segments: Iterable[str] = (), errors: dict | None = None, **fields) -> None:
-        """Write tombstones and the errors file, then the manifest (the commit point), then clean up."""
+                drop_segments: Iterable[str] = (), errors: dict | None = None, replace: dict | None = None,
+                drop_fields: Iterable[str] = (), **fields) -> None:
+        """Write tombstones and the errors file, then the manifest (the commit point), then clean up.
+
+        ``replace``: new entries of existing segments by name, whose side files (LSH tables,
+        variants) changed, not their rows; ``drop_fields``: manifest fields to remove.
+        """
         assert self._locked, "commits happen under the lock"
         gen = self.generation + 1
         drop = set(drop_segments)
+        replace = replace or {}
         new_dead: dict[int, np.ndarray] = {}
         if dead_rows is not None and len(dead_rows):
             rows = np.unique(np.asarray(dead_rows, np.int64))
@@ -448,7 +485,7 @@ class Collection(QueryMixin):
         for s, seg in enumerate(self._snap.segments):
             if seg.name in drop:
                 continue
-            entry = dict(seg.entry)
+            entry = dict(replace.get(seg.name, seg.entry))
             if s in new_dead:
                 dead = np.union1d(np.nonzero(seg.dead)[0], new_dead[s])
                 entry.update(dels=write_tombstones(self.path, seg.name, gen, dead), deleted=len(dead))
@@ -457,6 +494,8 @@ class Collection(QueryMixin):
         segs += new_segments
         manifest = dict(self.manifest, generation=gen, segments=segs, updated=time.time(),
                         count=sum(e["rows"] - e.get("deleted", 0) for e in segs), **fields)
+        for key in drop_fields:
+            manifest.pop(key, None)
         numbers = [int(re.findall(r"\d+", e["name"])[0]) for e in new_segments]
         if numbers:
             manifest["next_segment"] = max(manifest["next_segment"], max(numbers) + 1)
@@ -468,11 +507,14 @@ class Collection(QueryMixin):
             live = {e["name"] for e in segs}
             manifest["lsh"] = dict(lsh, segments={k: v for k, v in lsh.get("segments", {}).items() if k in live})
         store.write_manifest(self.path, manifest)
-        # the new state: unchanged segments are reused (their metadata is not read again)
+        # the new state: segments whose rows are unchanged are reused (their metadata is not read again)
         segments = []
         for entry in segs:
             old = self._segments.get(entry["name"])
             if old is not None and old.entry == entry:
+                segments.append(old)
+            elif old is not None and all(old.entry.get(k) == entry.get(k) for k in ROW_FILES):
+                old.replace_entry(entry)
                 segments.append(old)
             else:
                 segments.append(Segment(self.path, entry, manifest["dim"], store.RECOVER_HINT.format(db=self.path)))
@@ -502,7 +544,7 @@ class Collection(QueryMixin):
     def index(self, root: str | os.PathLike, *, batch_size: int = 32, workers: int | None = None,
               max_pixels: int | None = images.DEFAULT_MAX_PIXELS, include_hidden: bool = False,
               progress: bool = False, on_batch=None, lsh="auto", dba: int | None = None,
-              lsh_family: str = "hyperplane", target_recall: float = 0.95) -> IndexReport:
+              lsh_family: str = "hyperplane", target_recall: float = 0.95, rotations=None) -> IndexReport:
         """Bring the collection up to date with the images under ``root`` (incremental).
 
         New files and files whose size or mtime changed are embedded; files that vanished
@@ -522,6 +564,12 @@ class Collection(QueryMixin):
             already has one); True: build it now; False: leave it as it is.
         dba : int, optional
             Turn database-side augmentation on with this many neighbours (0: off).
+        rotations : bool, optional
+            None (default): keep the collection's setting. True: turn rotations on (see
+            :meth:`create`): new images are embedded with their rotated copies, and so are the
+            images indexed before (each is read again; one commit per segment, so an
+            interrupted run resumes at the next ``index``). False: turn them off (the variants
+            files are dropped).
         """
         self._check_writable()
         root = Path(_abspath(root))
@@ -533,15 +581,32 @@ class Collection(QueryMixin):
         report.times.discover = time.perf_counter() - t_start
         under = str(root) + os.sep if root.is_dir() else str(root)
         with self._writing():
+            if rotations is not None:
+                self._set_rotations(rotations)
             sync.run_index(self, found, lambda p: p == str(root) or p.startswith(under),
                            root if root.is_dir() else None, unreadable, report, batch_size=batch_size,
                            workers=workers, max_pixels=max_pixels, progress=progress, on_batch=on_batch)
+            if not report.interrupted:
+                sync.backfill_variants(self, report, batch_size=batch_size, workers=workers, max_pixels=max_pixels,
+                                       progress=progress)
             if not report.interrupted:
                 self.maintain(lsh=lsh, dba=dba, lsh_family=lsh_family, target_recall=target_recall, report=report)
         report.times.total = time.perf_counter() - t_start
         if report.interrupted:
             raise KeyboardInterrupt
         return report
+
+    def _set_rotations(self, rotations) -> None:
+        """Turn rotations on (variants of existing images follow in :func:`sync.backfill_variants`) or off."""
+        want = check_variants(rotations) if rotations else ()
+        if want == self.rotations:
+            return
+        stale = {s.name: {k: v for k, v in s.entry.items() if k != "var"} for s in self._snap.segments
+                 if s.has_variants}
+        if want:
+            self._commit(replace=stale, rotations=list(want))
+        else:
+            self._commit(replace=stale, drop_fields=("rotations",))
 
     def add(self, paths: Iterable[str | os.PathLike], *, lsh="auto", **kwargs) -> IndexReport:
         """Embed and add specific image files (re-embedding changed ones); nothing is removed."""
@@ -600,9 +665,9 @@ class Collection(QueryMixin):
                 except OSError:
                     pass
             writer = sync.SegmentWriter(self.path, self._new_segment_name(), self.manifest["dim"],
-                                        self.manifest["dtype"])
+                                        self.manifest["dtype"], len(self.rotations))
             try:
-                writer.append(cols, snap.rows.take(rows))
+                writer.append(cols, snap.rows.take(rows), self.variants_of_rows(rows))
                 entry = writer.finish()
             except BaseException:
                 writer.abort()
@@ -629,6 +694,9 @@ class Collection(QueryMixin):
         report = IndexReport()
         with self._writing():
             sync.import_parquet(self, source, report, segment_rows=merge.MAX_SEGMENT_ROWS)
+            # a Spark job embeds no rotations: embedded here from the files (local paths only)
+            sync.backfill_variants(self, report, batch_size=32, workers=None, max_pixels=images.DEFAULT_MAX_PIXELS,
+                                   progress=False)
             self.maintain(lsh=lsh, report=report)
         report.times.total = time.perf_counter() - t_start
         return report
@@ -695,7 +763,7 @@ class Collection(QueryMixin):
                 group = groups[0]
                 segs = [self._snap.segments[i] for i in group]
                 entry = merge.write_merged(self.path, self._new_segment_name(), segs, self.manifest["dim"],
-                                           self.manifest["dtype"])
+                                           self.manifest["dtype"], len(self.rotations))
                 for seg in segs:
                     seg.release()
                 self._commit(new_segments=[entry], drop_segments={s.name for s in segs})
@@ -714,21 +782,13 @@ class Collection(QueryMixin):
             reuse = max(similar, key=lambda v: v["rows"]) if similar else None
             file_info, seg_info, _ = artifacts.build_segment_lsh(self.path, seg, settings, reuse=reuse)
             seg.release()  # one segment's vectors in memory at a time: bounded at any collection size
-            segments = [dict(e, lsh=file_info) if e["name"] == seg.name else e for e in self.manifest["segments"]]
             lsh = dict(self.manifest["lsh"])
             lsh["segments"] = dict(lsh.get("segments", {}), **{seg.name: seg_info})
-            self._replace_entries(segments, lsh=lsh)
+            self._commit(replace={seg.name: dict(seg.entry, lsh=file_info)}, lsh=lsh)
 
     def _replace_entries(self, segments: list[dict], **fields) -> None:
-        """Commit changed segment entries (e.g. a new LSH file) without touching rows."""
-        manifest_segments = {e["name"]: e for e in segments}
-        for seg in self._snap.segments:
-            seg.entry = manifest_segments[seg.name]
-        gen = self.generation + 1
-        manifest = dict(self.manifest, generation=gen, segments=segments, updated=time.time(), **fields)
-        store.write_manifest(self.path, manifest)
-        self._set_state(manifest, list(self._snap.segments), self._errors, store.manifest_stamp(self.path))
-        store.remove_unreferenced(self.path, manifest)
+        """Commit changed segment entries (side files only, e.g. LSH tables) with ``fields``: see :meth:`_commit`."""
+        self._commit(replace={e["name"]: e for e in segments}, **fields)
 
     def verify(self) -> list[str]:
         """Check every file of the collection against its checksum; returns the names checked.
@@ -739,7 +799,7 @@ class Collection(QueryMixin):
         checked = [store.MANIFEST]
         store.read_manifest(self.path)
         for seg in self._snap.segments:
-            for role in ("meta", "emb", "dels", "lsh"):
+            for role in store.SEGMENT_FILES:
                 if seg.entry.get(role):
                     storage.check_digest(self.path, seg.entry[role], hint)
                     checked.append(seg.entry[role]["name"])

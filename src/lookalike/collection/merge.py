@@ -73,16 +73,25 @@ def plan(segments: list[Segment], *, max_segments: int | None = None) -> list[li
     return [sorted(g) for g in groups if len(g) > 1 or segments[g[0]].live < segments[g[0]].rows]
 
 
-def write_merged(folder, name: str, segments: list[Segment], dim: int, dtype: str) -> dict:
-    """Stream the live rows of ``segments`` into a new segment; returns its manifest entry."""
-    writer = SegmentWriter(folder, name, dim, dtype)
+def write_merged(folder, name: str, segments: list[Segment], dim: int, dtype: str, variants: int = 0) -> dict:
+    """Stream the live rows of ``segments`` into a new segment; returns its manifest entry.
+
+    ``variants``: the collection's variants per row (rotations), carried along; a segment
+    without a variants file gives its plain vectors as variants (they add nothing to a score).
+    """
+    writer = SegmentWriter(folder, name, dim, dtype, variants)
     try:
         for seg in segments:
             vec = seg.vectors()
+            var = seg.variants() if variants and seg.has_variants else None
             rows = seg.alive_rows
             for b0 in range(0, len(rows), MERGE_BLOCK_ROWS):
                 r = rows[b0 : b0 + MERGE_BLOCK_ROWS]
-                writer.append({k: v[r] for k, v in seg.cols.items()}, np.asarray(vec[r]))
+                block = np.asarray(vec[r])
+                extra = None
+                if variants:
+                    extra = np.asarray(var[r]) if var is not None else np.repeat(block[:, None], variants, axis=1)
+                writer.append({k: v[r] for k, v in seg.cols.items()}, block, extra)
         return writer.finish()
     except BaseException:
         writer.abort()

@@ -1,9 +1,14 @@
-"""Immutable segments: metadata Parquet + embeddings ``.npy`` (+ tombstones, + LSH tables).
+"""Immutable segments: metadata Parquet + embeddings ``.npy`` (+ tombstones, LSH tables, variants).
 
 A segment is written once, streaming (Arrow batches in, row groups and raw vector bytes out,
 memory bounded whatever its size), and never changed: deleting an image records its row in
 a tombstone file; merging segments writes a new one. File names are data: a path that is
 not valid UTF-8 is kept as its raw bytes (``path_bytes``) next to an escaped display form.
+
+A collection indexed with rotations (:mod:`lookalike.rotations`) gives each segment a
+variants file, ``seg-N.var.npy``: ``(rows, V * dim)``, row ``r`` holding the ``V`` variant
+embeddings of row ``r`` one after the other. Like the LSH file it may be attached to a
+segment after it was written (when rotations are turned on for an existing collection).
 """
 
 from __future__ import annotations
@@ -102,61 +107,105 @@ def npy_shape(path: Path) -> tuple[tuple[int, int], np.dtype, int]:
         return shape, dtype, f.tell()
 
 
+class NpyWriter:
+    """A 2-d ``.npy`` file written streaming under a temp name: ``write`` blocks, then ``finish``."""
+
+    def __init__(self, path: Path, width: int, dtype):
+        self.path, self.width, self.dtype = path, width, np.dtype(dtype)
+        self.tmp = storage.tmp_name(path)
+        self.rows = 0
+        self._f = open(self.tmp, "wb")
+        self._f.write(npy_header(0, width, self.dtype))
+
+    def write(self, block: np.ndarray) -> None:
+        """Append ``(m, width)`` rows."""
+        self._f.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        """Fill in the row count, fsync and close (still under the temp name)."""
+        self._f.seek(0)
+        self._f.write(npy_header(self.rows, self.width, self.dtype))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+    def finish(self) -> dict:
+        """Close and rename into place; returns the file entry."""
+        self.close()
+        os.replace(self.tmp, self.path)
+        storage.fsync_dir(self.path.parent)
+        return storage.describe(self.path)
+
+    def abort(self) -> None:
+        """Give up: close and delete the temp file."""
+        try:
+            self._f.close()
+        except Exception:  # noqa: BLE001 (best effort on the way out)
+            pass
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+
 class SegmentWriter:
     """Writes one segment streaming: ``append`` blocks of rows, then ``finish``.
 
     Files go to hidden temp names and are renamed into place only by :meth:`finish`
-    (still unreferenced until the manifest names them).
+    (still unreferenced until the manifest names them). ``variants``: how many variant
+    embeddings each row has (0: no variants file).
     """
 
-    def __init__(self, folder: Path, name: str, dim: int, dtype: str):
+    def __init__(self, folder: Path, name: str, dim: int, dtype: str, variants: int = 0):
         import pyarrow.parquet as pq
 
         self.folder, self.name, self.dim, self.dtype = folder, name, dim, np.dtype(dtype)
+        self.variants = variants
         self.meta_path = folder / f"{name}.meta.parquet"
-        self.emb_path = folder / f"{name}.emb.npy"
-        self._meta_tmp, self._emb_tmp = storage.tmp_name(self.meta_path), storage.tmp_name(self.emb_path)
+        self._meta_tmp = storage.tmp_name(self.meta_path)
         self.rows = 0
-        self._emb = open(self._emb_tmp, "wb")
-        self._emb.write(npy_header(0, dim, self.dtype))
+        self._emb = NpyWriter(folder / f"{name}.emb.npy", dim, self.dtype)
+        self._var = NpyWriter(folder / f"{name}.var.npy", variants * dim, self.dtype) if variants else None
         self._meta = pq.ParquetWriter(self._meta_tmp, meta_schema(), compression="zstd")
 
-    def append(self, cols: dict[str, np.ndarray], vectors: np.ndarray) -> None:
-        """Write rows: metadata columns and their ``(m, dim)`` vectors."""
-        if vectors.shape != (len(cols["id"]), self.dim):
-            raise ValueError(f"expected vectors of shape ({len(cols['id'])}, {self.dim}), got {vectors.shape}")
+    def append(self, cols: dict[str, np.ndarray], vectors: np.ndarray, variants: np.ndarray | None = None) -> None:
+        """Write rows: metadata columns, their ``(m, dim)`` vectors and (with variants) ``(m, V, dim)`` variants."""
+        m = len(cols["id"])
+        if vectors.shape != (m, self.dim):
+            raise ValueError(f"expected vectors of shape ({m}, {self.dim}), got {vectors.shape}")
+        if self._var is not None and (variants is None or variants.shape != (m, self.variants, self.dim)):
+            got = None if variants is None else variants.shape
+            raise ValueError(f"expected variants of shape ({m}, {self.variants}, {self.dim}), got {got}")
         if not len(vectors):
             return
         self._meta.write_batch(arrow_batch(cols))
-        self._emb.write(np.ascontiguousarray(vectors, dtype=self.dtype).tobytes())
+        self._emb.write(vectors)
+        if self._var is not None:
+            self._var.write(variants.reshape(m, -1))
         self.rows += len(vectors)
 
     def finish(self) -> dict:
         """Close, fsync and rename the files; returns the segment's manifest entry."""
         self._meta.close()
-        self._emb.seek(0)
-        self._emb.write(npy_header(self.rows, self.dim, self.dtype))
-        self._emb.flush()
-        os.fsync(self._emb.fileno())
-        self._emb.close()
         with open(self._meta_tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(self._meta_tmp, self.meta_path)
-        os.replace(self._emb_tmp, self.emb_path)
-        storage.fsync_dir(self.folder)
-        return {"name": self.name, "rows": self.rows, "deleted": 0,
-                "meta": storage.describe(self.meta_path), "emb": storage.describe(self.emb_path)}
+        entry = {"name": self.name, "rows": self.rows, "deleted": 0, "meta": storage.describe(self.meta_path),
+                 "emb": self._emb.finish()}
+        if self._var is not None:
+            entry["var"] = self._var.finish()
+        return entry
 
     def abort(self) -> None:
         """Give up: close and delete the temp files."""
-        for closer in (self._meta.close, self._emb.close):
-            try:
-                closer()
-            except Exception:  # noqa: BLE001 (best effort on the way out)
-                pass
-        for p in (self._meta_tmp, self._emb_tmp):
-            if p.exists():
-                p.unlink()
+        try:
+            self._meta.close()
+        except Exception:  # noqa: BLE001 (best effort on the way out)
+            pass
+        if self._meta_tmp.exists():
+            self._meta_tmp.unlink()
+        for w in (self._emb, self._var):
+            if w is not None:
+                w.abort()
 
 
 def write_tombstones(folder: Path, seg_name: str, generation: int, dead_rows: np.ndarray) -> dict:
@@ -176,6 +225,9 @@ class Segment:
         self.rows = int(entry["rows"])
         self._vectors = None
         self._verified = False
+        self._variants = None
+        self._var_fh = None
+        self._var_verified = False
         self.lsh = None  # loaded by the artifacts module
         import pyarrow.parquet as pq
 
@@ -210,6 +262,58 @@ class Segment:
                 f"Collection files disagree in {folder}: segment {self.name} records {self.rows} rows, its metadata "
                 f"has {len(self.cols['id'])}, its embeddings {tuple(shape)}. {hint}")
         self.alive_rows = np.nonzero(~self.dead)[0]
+        if entry.get("var"):
+            self._open_variants()
+
+    def _open_variants(self) -> None:
+        var_path = storage.check_size(self.folder, self.entry["var"], self.hint)
+        try:
+            self._var_fh = open(var_path, "rb")
+            shape, dtype, self._var_offset = npy_shape(var_path)
+        except FileNotFoundError as err:
+            raise CorruptCollectionError(f"Collection file is missing: {err.filename}. {self.hint}") from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise CorruptCollectionError(f"Collection file is damaged: {var_path}: {err}. {self.hint}") from None
+        if len(shape) != 2 or shape[0] != self.rows or not shape[1] or shape[1] % self.dim:
+            raise CorruptCollectionError(
+                f"Collection files disagree in {self.folder}: segment {self.name} records {self.rows} rows of "
+                f"{self.dim} values, its variants file holds {tuple(shape)}. {self.hint}")
+        self._n_variants = shape[1] // self.dim
+        self._var_dtype = dtype
+
+    @property
+    def n_variants(self) -> int:
+        """Variant embeddings per row (0 without a variants file)."""
+        if not self.has_variants:
+            return 0
+        if self._var_fh is None:
+            self._open_variants()
+        return self._n_variants
+
+    def replace_entry(self, entry: dict) -> None:
+        """Take a new manifest entry with the same rows (its LSH or variants file swapped)."""
+        if entry.get("var") != self.entry.get("var"):
+            if self._var_fh is not None:
+                self._var_fh.close()
+            self._var_fh, self._variants, self._var_verified = None, None, False
+        self.entry = entry
+
+    @property
+    def has_variants(self) -> bool:
+        """Whether the segment has a variants file (collections indexed with rotations)."""
+        return bool(self.entry.get("var"))
+
+    def variants(self, verify: bool = True) -> np.ndarray:
+        """``(rows, V, dim)`` variant embeddings of all rows, memory-mapped; checksummed on first use."""
+        if self._variants is None:
+            if self._var_fh is None:
+                self._open_variants()
+            if verify and not self._var_verified:
+                storage.check_digest(self.folder, self.entry["var"], self.hint, fd=self._var_fh.fileno())
+                self._var_verified = True
+            self._variants = np.memmap(self._var_fh, dtype=self._var_dtype, mode="r", offset=self._var_offset,
+                                       shape=(self.rows, self._n_variants, self.dim))
+        return self._variants
 
     @property
     def live(self) -> int:
@@ -229,6 +333,7 @@ class Segment:
     def release(self) -> None:
         """Unmap the vectors (their pages leave this process's memory); mapped again on next use."""
         self._vectors = None
+        self._variants = None
 
     def lsh_bytes(self) -> bytes:
         """The segment's LSH file, checksummed (from the descriptor opened with the segment)."""
@@ -244,7 +349,7 @@ class Segment:
 
     def close(self) -> None:
         """Release the files (memory maps already made stay valid)."""
-        for fh in (self._emb_fh, self._lsh_fh):
+        for fh in (self._emb_fh, self._lsh_fh, self._var_fh):
             if fh is not None:
                 fh.close()
 

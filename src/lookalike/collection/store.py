@@ -7,6 +7,7 @@ Layout of a collection folder (format 2)::
     seg-000004.emb.npy            its embeddings (rows <-> meta rows), memory-mapped
     seg-000004.del-000009.npy     rows of the segment deleted as of generation 9 (tombstones)
     seg-000004.lsh.npz            its LSH tables (segments of at least LSH_MIN_SEGMENT rows)
+    seg-000004.var.npy            its rows' rotated-copy embeddings (collections indexed with rotations)
     errors-000009.parquet         path, reason of every skipped file
     dba-000009.npy                database-augmented search vectors (when enabled)
     encoder-int8.onnx             the collection's calibrated int8 model (engine onnx-int8)
@@ -37,16 +38,17 @@ DEFAULT_DB = "lookalike-index"
 RECOVER_HINT = "Rebuild it from the images with: lookalike index FOLDER --db {db} --rebuild"
 RACE_HINT = "another process may have been committing; run the command again"
 DATA_FILE = re.compile(
-    r"^(?:seg-\d{6}\.(?:meta\.parquet|emb\.npy|lsh\.npz|del-\d{6}\.npy)|errors-\d{6}\.parquet|dba-\d{6}\.npy"
+    r"^(?:seg-\d{6}\.(?:meta\.parquet|emb\.npy|var\.npy|lsh\.npz|del-\d{6}\.npy)|errors-\d{6}\.parquet|dba-\d{6}\.npy"
     r"|encoder-int8\.onnx)$")
 # Files of format 1 (kept readable; renamed into segments at the first write).
 LEGACY_FILE = re.compile(r"^(meta|embeddings|errors|lsh|dba)-(\d{6})\.(parquet|npy|npz)$")
 MANIFEST_KEYS = {
     "format", "format_version", "encoder", "engine", "flip_average", "weights_sha256", "dim", "dtype",
     "generation", "next_id", "next_segment", "count", "errors", "roots", "created", "updated", "uid",
-    "segments", "errors_file", "lsh", "dba", "int8_model", "views",
+    "segments", "errors_file", "lsh", "dba", "int8_model", "views", "rotations",
 }
-SEGMENT_KEYS = {"name", "rows", "deleted", "meta", "emb", "dels", "lsh"}
+SEGMENT_KEYS = {"name", "rows", "deleted", "meta", "emb", "dels", "lsh", "var"}
+SEGMENT_FILES = ("meta", "emb", "dels", "lsh", "var")
 FILE_KEYS = {"name", "size", "xxh3"}
 
 
@@ -156,10 +158,16 @@ def validate(m: dict, folder: Path) -> None:
     for seg in m["segments"]:
         if not isinstance(seg, dict) or not set(seg) <= SEGMENT_KEYS or not {"name", "rows", "meta", "emb"} <= set(seg):
             raise _bad(folder, "a segment entry is malformed")
-        for role in ("meta", "emb", "dels", "lsh"):
+        for role in SEGMENT_FILES:
             if seg.get(role) is not None:
                 _file_info(folder, seg[role], f"segment {seg['name']} {role}")
         total += int(seg["rows"]) - int(seg.get("deleted", 0))
+    rotations = m.get("rotations")
+    if rotations is not None:
+        from ..rotations import VARIANTS
+
+        if not isinstance(rotations, list) or not rotations or any(r not in VARIANTS for r in rotations):
+            raise _bad(folder, f"rotations {rotations!r} is not a list of {sorted(VARIANTS)}")
     if m.get("count") != total:
         raise _bad(folder, f"count {m.get('count')} but the segments hold {total} images")
     if m.get("errors_file") is not None:
@@ -192,7 +200,7 @@ def referenced(manifest: dict) -> set[str]:
     """Every file name the manifest relies on."""
     names = {MANIFEST}
     for seg in manifest.get("segments", []):
-        names |= {seg[r]["name"] for r in ("meta", "emb", "dels", "lsh") if seg.get(r)}
+        names |= {seg[r]["name"] for r in SEGMENT_FILES if seg.get(r)}
     for key in ("errors_file",):
         if manifest.get(key):
             names.add(manifest[key]["name"])

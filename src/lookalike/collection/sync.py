@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ..indexer import FileResult, embed_files
+from ..rotations import VariantEncoder
 from ..storage import CollectionError, CorruptCollectionError
-from .segment import COLUMN_DTYPES, SegmentWriter, label_of
+from .segment import COLUMN_DTYPES, NpyWriter, SegmentWriter, label_of
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +99,24 @@ def run_index(col, found: list[str], in_scope, root: Path | None, unreadable: li
         bar = tqdm(total=len(todo), unit="img", desc="indexing", smoothing=0.1, dynamic_ncols=True)
     pending: list[FileResult] = []
     failed: list[str] = []  # indexed files that changed and can no longer be read: dropped
+    variants: dict[str, np.ndarray] = {}  # path -> (V, dim) rotated copies' embeddings (rotations on)
+    rotations = col.manifest.get("rotations")
+    encoder = VariantEncoder(col.encoder, rotations) if rotations and todo else col.encoder
 
     def flush():
         t0 = time.perf_counter()
-        commit_results(col, pending, failed, errors)
+        commit_results(col, pending, failed, errors, variants if rotations else None)
         pending.clear()
         failed.clear()
+        variants.clear()
         report.times.write += time.perf_counter() - t0
 
     try:
-        for batch in embed_files(todo, col.encoder, batch_size=batch_size, workers=workers,
+        for batch in embed_files(todo, encoder, batch_size=batch_size, workers=workers,
                                  max_pixels=max_pixels, times=report.times):
             for res in batch:
+                if rotations and res.vector is not None:  # (1 + V, dim): the image, then its variants
+                    res.vector, variants[res.path] = res.vector[0], res.vector[1:]
                 indexed = col._snap.row_of_path(res.path) is not None
                 if res.vector is None:
                     errors[res.path] = res.reason
@@ -142,8 +149,9 @@ def run_index(col, found: list[str], in_scope, root: Path | None, unreadable: li
             col._commit(roots=sorted(set(col.manifest.get("roots", [])) | {str(root)}))
 
 
-def commit_results(col, results: list[FileResult], failed: list[str], errors: dict[str, str]) -> None:
-    """One checkpoint: a segment of the new rows + tombstones of the rows they replace."""
+def commit_results(col, results: list[FileResult], failed: list[str], errors: dict[str, str],
+                   variants: dict[str, np.ndarray] | None = None) -> None:
+    """One checkpoint: a segment of the new rows (+ their variants) + tombstones of the rows they replace."""
     snap = col._snap
     ids, dead = [], []
     next_id = col.manifest["next_id"]
@@ -158,9 +166,11 @@ def commit_results(col, results: list[FileResult], failed: list[str], errors: di
     dead += [snap.row_of_path(p) for p in failed if snap.row_of_path(p) is not None]
     entry = None
     if results:
-        writer = SegmentWriter(col.path, col._new_segment_name(), col.manifest["dim"], col.manifest["dtype"])
+        n_var = len(col.manifest.get("rotations") or ()) if variants is not None else 0
+        writer = SegmentWriter(col.path, col._new_segment_name(), col.manifest["dim"], col.manifest["dtype"], n_var)
         try:
-            writer.append(results_columns(results, ids), np.stack([r.vector for r in results]))
+            writer.append(results_columns(results, ids), np.stack([r.vector for r in results]),
+                          np.stack([variants[r.path] for r in results]) if n_var else None)
             entry = writer.finish()
         except BaseException:
             writer.abort()
@@ -307,3 +317,64 @@ def import_parquet(col, source: Path, report, *, segment_rows: int) -> None:
             writer.abort()
         raise
     col._commit(new_segments=entries, dead_rows=np.asarray(dead, np.int64), errors=errors, next_id=next_id)
+
+
+# ------------------------------------------------------------------ rotations of existing images
+BACKFILL_BLOCK_ROWS = 1_024
+
+
+def backfill_variants(col, report, *, batch_size: int, workers: int | None, max_pixels: int | None,
+                      progress: bool) -> None:
+    """Embed the variants (rotations) of the images in segments that have none; one commit per segment.
+
+    For a collection whose rotations were turned on after images were indexed (or after a
+    Spark import). Each image is read again; one that changed since it was indexed (another
+    content hash) or cannot be read any more, and every deleted row, gets its plain vector as
+    variants (adding nothing to a score) until it is indexed again. Under the writer's lock.
+    """
+    rotations = col.manifest.get("rotations")
+    if not rotations:
+        return
+    todo = [s for s in col._snap.segments if not s.has_variants or s.n_variants != len(rotations)]
+    if not todo:
+        return
+    encoder = VariantEncoder(col.encoder, rotations, original=False)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(s.live for s in todo), unit="img", desc="rotations", dynamic_ncols=True)
+    try:
+        for seg in todo:
+            writer = NpyWriter(col.path / f"{seg.name}.var.npy", len(rotations) * seg.dim, col.manifest["dtype"])
+            try:
+                vec = seg.vectors()
+                for b0 in range(0, seg.rows, BACKFILL_BLOCK_ROWS):
+                    block = np.asarray(vec[b0 : b0 + BACKFILL_BLOCK_ROWS], np.float32)
+                    out = np.repeat(block[:, None], len(rotations), axis=1)
+                    live = np.nonzero(~seg.dead[b0 : b0 + len(block)])[0]
+                    done = 0  # results come in input order
+                    for batch in embed_files(seg.cols["path"][b0 + live].tolist(), encoder, batch_size=batch_size,
+                                             workers=workers, max_pixels=max_pixels, times=report.times):
+                        for res in batch:
+                            i = live[done]
+                            done += 1
+                            known = seg.cols["content_hash"][b0 + i]  # "" from a Spark job that kept none
+                            if res.vector is not None and (not known or res.content_hash == known):
+                                out[i] = res.vector
+                                report.rotated += 1
+                        if bar is not None:
+                            bar.update(len(batch))
+                    writer.write(out.reshape(len(block), -1))
+                info = writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            seg.release()
+            col._commit(replace={seg.name: dict(seg.entry, var=info)})
+    except KeyboardInterrupt:
+        report.interrupted = True
+        log.info("interrupted: the rotations of %d images were saved", report.rotated)
+    finally:
+        if bar is not None:
+            bar.close()

@@ -17,11 +17,15 @@ class Rows:
 
     Supports ``len``, ``shape``, ``dtype``, ``x[i]``, ``x[a:b]``, ``x[index_array]`` and
     ``np.asarray(x)`` (which does build the whole matrix: avoid it on large collections).
+
+    ``variant``: read the rows' variant embeddings of that index (rotations) instead; a
+    segment without a variants file gives its plain vectors (a variant that adds nothing).
     """
 
-    def __init__(self, segments: list[Segment], verify: bool = True):
+    def __init__(self, segments: list[Segment], verify: bool = True, variant: int | None = None):
         self.segments = segments
         self.verify = verify
+        self.variant = variant
         self.counts = np.array([s.live for s in segments], np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
         dim = segments[0].dim if segments else 0
@@ -34,7 +38,10 @@ class Rows:
 
     def _seg_rows(self, s: int, local: np.ndarray) -> np.ndarray:
         seg = self.segments[s]
-        v = seg.vectors(self.verify)
+        if self.variant is not None and seg.has_variants:
+            v = seg.variants(self.verify)[:, self.variant, :]
+        else:
+            v = seg.vectors(self.verify)
         phys = seg.alive_rows[local]
         if len(phys) and phys[-1] - phys[0] + 1 == len(phys):  # contiguous: a plain slice of the memmap
             return np.asarray(v[phys[0] : phys[-1] + 1], np.float32)
@@ -94,9 +101,16 @@ class Snapshot:
             self.cols = empty_columns()
         self._id_order = None
         self._row_of_path = None
+        self._variant_rows: dict[int, Rows] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def variant_rows(self, v: int) -> Rows:
+        """The ``(n, dim)`` matrix of every live row's ``v``-th variant embedding (see :class:`Rows`)."""
+        if v not in self._variant_rows:
+            self._variant_rows[v] = Rows(self.segments, self.rows.verify, variant=v)
+        return self._variant_rows[v]
 
     def row_of_id(self, image_id: int) -> int:
         """Row of an image id; KeyError if absent (a sorted-id search: no dict per image)."""
