@@ -1,4 +1,4 @@
-"""Real Spark (local[2]): distributed embedding matches the local indexer."""
+"""Spark jobs: real Spark (local[2]) where marked ``spark``; the rest needs only pandas/pyarrow."""
 
 import os
 import sys
@@ -9,12 +9,10 @@ from conftest import synthetic_image
 
 from lookalike import Collection
 
-pyspark = pytest.importorskip("pyspark")
-pytestmark = pytest.mark.spark
-
 
 @pytest.fixture(scope="module")
 def spark():
+    pytest.importorskip("pyspark")
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     from lookalike.spark.embed import spark_session
@@ -24,7 +22,63 @@ def spark():
     s.stop()
 
 
+@pytest.fixture
+def spark_env():
+    """Environment for a `lookalike spark ...` child process."""
+    pytest.importorskip("pyspark")
+    return dict(os.environ, PYSPARK_PYTHON=sys.executable)
+
+
+def _save_heic(im, path):
+    from lookalike.images import register_heif
+
+    assert register_heif()
+    im.save(path, format="HEIF", quality=90)
+
+
+def _messy_folder(root):
+    """Files that decode, and files that do not, each for its own reason."""
+    root.mkdir(parents=True, exist_ok=True)
+    synthetic_image(1).save(root / "good.jpg")
+    _save_heic(synthetic_image(2), root / "photo.heic")
+    (root / "bad.jpg").write_bytes(b"not an image at all")
+    (root / "empty.png").write_bytes(b"")
+    data = (root / "good.jpg").read_bytes()
+    (root / "cut.jpg").write_bytes(data[: len(data) // 3])
+    synthetic_image(3, size=(400, 300)).save(root / "huge.png")  # over max_pixels below
+
+
+def test_spark_decode_gives_the_local_indexer_reasons(tmp_path, encoder):
+    """The Spark worker function and the local indexer decode through one function: same reasons, same vectors."""
+    import pandas as pd
+
+    from lookalike.indexer import embed_files
+    from lookalike.spark.embed import embed_partition
+
+    root = tmp_path / "messy"
+    _messy_folder(root)
+    paths = sorted(str(p) for p in root.iterdir())
+    local = {r.path: r for batch in embed_files(paths, encoder, max_pixels=50_000) for r in batch}
+    rows = pd.DataFrame({"path": ["file:" + p for p in paths], "content": [open(p, "rb").read() for p in paths],
+                         "length": [os.path.getsize(p) for p in paths], "modificationTime": [None] * len(paths)})
+    got = pd.concat(embed_partition(iter([rows]), encoder_name=encoder.name, max_pixels=50_000))
+    assert sum(r.reason is None for r in local.values()) == 2  # good.jpg and photo.heic
+    for _, row in got.iterrows():
+        mine = local[row["path"].removeprefix("file:")]
+        assert row["error"] == mine.reason and row["content_hash"] == mine.content_hash
+        if mine.reason is None:
+            assert (row["width"], row["height"]) == (mine.width, mine.height)
+            assert np.abs(np.asarray(row["embedding"], np.float32) - mine.vector).max() < 1e-5
+        else:
+            assert pd.isna(row["width"]) and row["embedding"] is None
+    reasons = dict(zip(got["path"].str.rsplit("/", n=1).str[-1], got["error"]))
+    assert reasons["bad.jpg"].startswith("not an image") and reasons["empty.png"].startswith("empty file")
+    assert reasons["cut.jpg"].startswith("truncated") and reasons["huge.png"].startswith("too many pixels")
+
+
+@pytest.mark.spark
 def test_spark_index_matches_local_embeddings(spark, tmp_path):
+    from lookalike.images import discover
     from lookalike.spark.embed import spark_index
 
     root = tmp_path / "photos"
@@ -32,38 +86,46 @@ def test_spark_index_matches_local_embeddings(spark, tmp_path):
         (root / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
         synthetic_image(i).save(root / f"d{i % 2}" / f"{i}.jpg")
     (root / "d0" / "bad.jpg").write_bytes(b"not an image at all")
+    # every extension the local indexer takes, in any case, is taken by Spark too
+    synthetic_image(10).save(root / "d1" / "10.JPE", format="JPEG")
+    synthetic_image(11).save(root / "d1" / "11.Jpeg", format="JPEG")
+    _save_heic(synthetic_image(12), root / "d0" / "12.heic")
+    (root / "d0" / "notes.txt").write_text("not taken by either")
     counts = spark_index(spark, str(root), str(tmp_path / "out"), partitions=2)
-    assert counts == {"files": 11, "embedded": 10, "errors": 1}
+    assert counts == {"files": 14, "embedded": 13, "errors": 1}
     import pyarrow.parquet as pq
 
     table = pq.read_table(tmp_path / "out").to_pandas()
+    assert sorted(p.removeprefix("file:") for p in table["path"]) == sorted(str(p) for p in discover(root))
     bad = table[table["path"].str.endswith("bad.jpg")]
     assert "not an image" in bad["error"].iloc[0]
     local = Collection.create(tmp_path / "db", dtype="float32")  # compare at full precision
     local.index(root)
     ref = dict(zip(local.paths, np.asarray(local.embeddings)))
     good = table[table["error"].isna()]
-    assert len(good) == 10
+    assert len(good) == 13
     for path, emb in zip(good["path"], good["embedding"]):
         p = path.removeprefix("file:")
         assert np.abs(np.asarray(emb, np.float32) - ref[p]).max() < 1e-5
 
 
-def test_spark_cli(tmp_path):
+@pytest.mark.spark
+def test_spark_cli(tmp_path, spark_env):
     import subprocess
 
     root = tmp_path / "p"
     root.mkdir()
     for i in range(3):
         synthetic_image(i).save(root / f"{i}.png")
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    env = spark_env
     res = subprocess.run([sys.executable, "-m", "lookalike", "spark", "index", str(root), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, env=env, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3 files: 3 embedded, 0 with errors" in res.stdout
 
 
-def test_spark_cli_dupes_search_import(tmp_path):
+@pytest.mark.spark
+def test_spark_cli_dupes_search_import(tmp_path, spark_env):
     """index -> dupes -> search -> import, each a real `lookalike spark ...` process."""
     import shutil
     import subprocess
@@ -74,7 +136,7 @@ def test_spark_cli_dupes_search_import(tmp_path):
         synthetic_image(i).save(root / f"{i}.jpg", quality=95)
     shutil.copy(root / "2.jpg", root / "2 copy.jpg")
     synthetic_image(4).resize((120, 90)).save(root / "4-small.jpg", quality=80)
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable)
+    env = spark_env
 
     def run(*args):
         res = subprocess.run([sys.executable, "-m", "lookalike", *map(str, args)], capture_output=True, text=True,
@@ -145,6 +207,7 @@ def exact_pair_set(X, names, threshold):
     return {tuple(sorted((names[i], names[j]))): float(v) for i, j, v in zip(a, b, s)}
 
 
+@pytest.mark.spark
 def test_banded_join_matches_exact(spark, planted, tmp_path):
     from lookalike.spark.dupes import spark_dupes
 
@@ -174,6 +237,7 @@ def test_banded_join_matches_exact(spark, planted, tmp_path):
     assert g0["keeper"] == max(g0["paths"], key=lambda p: int(p[-8:-4]))
 
 
+@pytest.mark.spark
 @pytest.mark.parametrize("method", ["mllib-brp", "mllib-minhash"])
 def test_mllib_methods_report_only_true_pairs(spark, planted, method):
     from lookalike.spark.dupes import spark_dupes
@@ -187,6 +251,7 @@ def test_mllib_methods_report_only_true_pairs(spark, planted, method):
     assert len(found) > 0
 
 
+@pytest.mark.spark
 def test_spark_search_equals_exact(spark, planted, tmp_path):
     from lookalike.search import exact_topk
     from lookalike.spark.search import spark_search
