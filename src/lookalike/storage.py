@@ -98,16 +98,21 @@ def describe(path: Path) -> dict:
     return {"name": path.name, "size": path.stat().st_size, "xxh3": file_digest(path)}
 
 
+def _missing(path: Path, recover_hint: str) -> CorruptCollectionError:
+    return CorruptCollectionError(f"Collection file is missing: {path}. {recover_hint}")
+
+
+def _damaged(path: Path, detail: str, recover_hint: str) -> CorruptCollectionError:
+    return CorruptCollectionError(f"Collection file is damaged: {path} ({detail}). {recover_hint}")
+
+
 def verify(path: Path, expected_sha256: str, recover_hint: str) -> None:
     """Raise :class:`CorruptCollectionError` naming ``path`` unless its SHA-256 matches."""
     if not path.exists():
-        raise CorruptCollectionError(f"Collection file is missing: {path}. {recover_hint}")
+        raise _missing(path, recover_hint)
     actual = file_sha256(path)
     if actual != expected_sha256:
-        raise CorruptCollectionError(
-            f"Collection file is damaged: {path} (checksum {actual[:12]}..., expected "
-            f"{expected_sha256[:12]}...). {recover_hint}"
-        )
+        raise _damaged(path, f"checksum {actual[:12]}..., expected {expected_sha256[:12]}...", recover_hint)
 
 
 def check_size(folder: Path, info: dict, recover_hint: str) -> Path:
@@ -116,10 +121,9 @@ def check_size(folder: Path, info: dict, recover_hint: str) -> Path:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise CorruptCollectionError(f"Collection file is missing: {path}. {recover_hint}") from None
+        raise _missing(path, recover_hint) from None
     if size != info["size"]:
-        raise CorruptCollectionError(
-            f"Collection file is damaged: {path} ({size} bytes, expected {info['size']}). {recover_hint}")
+        raise _damaged(path, f"{size} bytes, expected {info['size']}", recover_hint)
     return path
 
 
@@ -135,10 +139,9 @@ def check_digest(folder: Path, info: dict, recover_hint: str, fd: int | None = N
     try:
         actual = file_digest(path if fd is None else fd)
     except FileNotFoundError:  # deleted since the size check (a commit raced this reader)
-        raise CorruptCollectionError(f"Collection file is missing: {path}. {recover_hint}") from None
+        raise _missing(path, recover_hint) from None
     if actual != info["xxh3"]:
-        raise CorruptCollectionError(
-            f"Collection file is damaged: {path} (checksum {actual}, expected {info['xxh3']}). {recover_hint}")
+        raise _damaged(path, f"checksum {actual}, expected {info['xxh3']}", recover_hint)
     return path
 
 
