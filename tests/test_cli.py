@@ -131,7 +131,11 @@ def test_index_with_lsh_prints_recall_and_search_modes(tmp_path, image_folder):
         data = json.loads(res.output)
         assert data["method"] == method and data["results"][0]["path"] == q
     res = runner.invoke(app, ["info", "--db", str(db), "--json"])
-    assert json.loads(res.output)["lsh"]["recall"] == 1.0  # 12 images: scanned exactly
+    info = json.loads(res.output)
+    assert info["lsh"]["recall"] == 1.0  # 12 images: scanned exactly
+    assert info["lsh"]["family"] == "hyperplane" and info["lsh"]["indexed_segments"] == 0  # too small to hash
+    assert info["images"] == 12 and info["search_method"] == "exact"  # LSH only from 5,000 images on
+    assert info["profile"] == "balanced" and info["views"] == ["crop", "full"] and info["dba"] is None
 
 
 def test_eval_command(tmp_path, image_folder):

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from lookalike import Collection
+from lookalike.collection.describe import describe
 from lookalike.server import create_app
 from lookalike.server.guard import allowed_hosts
 
@@ -41,6 +42,10 @@ def test_health_stats_and_page(client):
     assert health["status"] == "ok" and health["images"] == 12 and isinstance(health["generation"], int)
     s = client.get("/api/stats").json()
     assert s["images"] == 12 and s["search_method"] == "exact"
+    about = describe(client.app.state.live.get())  # what `lookalike info` prints
+    assert {k: s[k] for k in about if k in s} == {k: v for k, v in about.items() if k in s}
+    assert s["profile"] == "balanced" and s["views"] == ["crop", "full"] and s["dba"] is None and s["skipped"] == 0
+    assert s["lsh_recall"] is None and s["dupes_threshold"] == 0.88 and s["max_upload_bytes"] == 200_000
     page = client.get("/")
     assert page.status_code == 200 and "lookalike" in page.text and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200

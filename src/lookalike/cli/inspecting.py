@@ -20,17 +20,10 @@ def info(
 ):
     """Describe a collection: size, encoder, folders, segments, LSH, skipped files."""
     from ..collection import display
+    from ..collection.describe import describe
 
     col = open_collection(db, read_only=True)
-    m = col.manifest
-    lsh = col.lsh_summary()
-    data = {"db": str(col.path), "images": len(col), "skipped": len(col.errors), "encoder": m["encoder"],
-            "engine": m.get("engine", "onnx"), "dim": m["dim"], "dtype": m.get("dtype", "float32"),
-            "format_version": m["format_version"], "roots": m.get("roots", []), "generation": m["generation"],
-            "segments": len(col.segments),
-            "lsh": None if not lsh else {k: lsh[k] for k in ("family", "recall", "indexed_segments", "n_tables",
-                                                              "n_bits", "n_probes")},
-            "dba": (m.get("dba") or {}).get("n")}
+    data = describe(col)
     if as_json:
         if errors:
             data["skipped_files"] = [{"path": display(p), "reason": r} for p, r in col.errors]

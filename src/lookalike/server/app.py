@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import images
 from ..collection import display
+from ..collection.describe import describe
 from ..dupes import DEFAULT_THRESHOLD
 from ..names import short_names
 from . import schemas
@@ -56,6 +57,9 @@ MAX_BROWSE = 200
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
                ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
 GET_HEAD = ["GET", "HEAD"]
+# What /api/stats takes of the collection's description (collection.describe); no filesystem path.
+STATS_FIELDS = ("images", "skipped", "encoder", "profile", "views", "dim", "engine", "search_method", "generation",
+                "segments", "dba")
 
 
 class _ThumbCache:
@@ -212,15 +216,10 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
 
     @app.api_route("/api/stats", methods=GET_HEAD, response_model=schemas.Stats)
     async def stats():
-        """The collection being served: size, encoder, search method."""
-        col = live.get()
-        m = col.manifest
-        lsh = col.lsh_summary() or {}
-        return {"images": len(col), "skipped": len(col.errors), "encoder": m["encoder"], "dim": m["dim"],
-                "engine": m.get("engine", "onnx"), "search_method": col.resolve_method("auto"),
-                "lsh_recall": lsh.get("recall"),
-                "max_upload_bytes": max_upload_bytes, "generation": m["generation"],
-                "dupes_threshold": DEFAULT_THRESHOLD}
+        """The collection being served (as ``lookalike info`` describes it) and this server's limits."""
+        about = describe(live.get())
+        return {**{key: about[key] for key in STATS_FIELDS}, "lsh_recall": (about["lsh"] or {}).get("recall"),
+                "max_upload_bytes": max_upload_bytes, "dupes_threshold": DEFAULT_THRESHOLD}
 
     @app.post("/api/search", response_model=schemas.SearchOut, openapi_extra=schemas.SEARCH_BODY,
               responses=errors(404, 408, 409, 413, 415, 422, 429))

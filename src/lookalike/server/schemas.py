@@ -27,12 +27,16 @@ class Stats(BaseModel):
     images: int
     skipped: int
     encoder: str
+    profile: str | None = Field(description="The named pipeline (fast, balanced, best), or null for another one")
+    views: list[str]
     dim: int
     engine: str
     search_method: str
+    generation: int
+    segments: int
+    dba: int | None = Field(description="Neighbours of database-side augmentation, or null when off")
     lsh_recall: float | None
     max_upload_bytes: int
-    generation: int
     dupes_threshold: float
 
 
