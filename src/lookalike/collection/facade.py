@@ -367,6 +367,12 @@ class Collection(QueryMixin):
         return [{"name": s.name, "rows": s.rows, "live": s.live, "lsh": bool(s.entry.get("lsh")),
                  "variants": s.has_variants} for s in self._snap.segments]
 
+    def describe(self) -> dict:
+        """Size, pipeline, storage, search method, LSH and DBA state (see :func:`.describe.describe`)."""
+        from .describe import describe
+
+        return describe(self)
+
     def metadata(self):
         """The metadata as a ``pyarrow.Table`` (one row per image; paths in display form)."""
         import pyarrow as pa
