@@ -178,3 +178,22 @@ def test_against_another_collection_uses_either_sides_rotations(built, tmp_path,
     originals.add([turned_folder / "a" / "img_0.png"])
     assert ("turned_0.png", "img_0.png") in found(turned, originals)
     assert ("img_0.png", "turned_0.png") in found(originals, turned)
+
+
+def test_cli_index_rotations_on_and_off(tmp_path, turned_folder):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    db = tmp_path / "db"
+    res = runner.invoke(app, ["index", str(turned_folder), "--db", str(db), "--rotations", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert Collection.open(db).rotations == ("rot90", "rot180")
+    res = runner.invoke(app, ["dupes", "--db", str(db), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert all(name in res.output for name in ("turned_0.png", "turned_6.png"))
+    res = runner.invoke(app, ["index", str(turned_folder), "--db", str(db), "--no-progress"])  # kept
+    assert res.exit_code == 0 and Collection.open(db).rotations
+    res = runner.invoke(app, ["index", str(turned_folder), "--db", str(db), "--no-rotations", "--no-progress"])
+    assert res.exit_code == 0 and not Collection.open(db).rotations and not list(db.glob("*.var.npy"))
