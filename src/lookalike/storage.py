@@ -69,28 +69,23 @@ def atomic_write_json(path: Path, obj) -> None:
 
 def file_sha256(path: Path) -> str:
     """SHA-256 hex digest of a file, read in chunks."""
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_digest(path: Path | int) -> str:
     """xxh3-64 hex digest of a file (a path, or an open descriptor read with pread), in chunks."""
     import xxhash
 
-    h = xxhash.xxh3_64()
     if isinstance(path, int):
+        h = xxhash.xxh3_64()
         pos = 0
         while chunk := os.pread(path, CHUNK, pos):
             h.update(chunk)
             pos += len(chunk)
         return h.hexdigest()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, xxhash.xxh3_64).hexdigest()
 
 
 def describe(path: Path) -> dict:
