@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from lookalike import Collection
-from lookalike.collection.describe import describe
 from lookalike.server import create_app
 from lookalike.server.guard import allowed_hosts
 
@@ -42,7 +41,7 @@ def test_health_stats_and_page(client):
     assert health["status"] == "ok" and health["images"] == 12 and isinstance(health["generation"], int)
     s = client.get("/api/stats").json()
     assert s["images"] == 12 and s["search_method"] == "exact"
-    about = describe(client.app.state.live.get())  # what `lookalike info` prints
+    about = client.app.state.live.get().describe()  # what `lookalike info` prints
     assert {k: s[k] for k in about if k in s} == {k: v for k, v in about.items() if k in s}
     assert s["profile"] == "balanced" and s["views"] == ["crop", "full"] and s["dba"] is None and s["skipped"] == 0
     assert s["lsh_recall"] is None and s["dupes_threshold"] == 0.88 and s["max_upload_bytes"] == 200_000

@@ -20,10 +20,9 @@ def info(
 ):
     """Describe a collection: size, encoder, folders, segments, LSH, skipped files."""
     from ..collection import display
-    from ..collection.describe import describe
 
     col = open_collection(db, read_only=True)
-    data = describe(col)
+    data = col.describe()
     if as_json:
         if errors:
             data["skipped_files"] = [{"path": display(p), "reason": r} for p, r in col.errors]

@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import images
 from ..collection import display
-from ..collection.describe import describe
 from ..dupes import DEFAULT_THRESHOLD
 from ..names import short_names
 from . import schemas
@@ -217,7 +216,7 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
     @app.api_route("/api/stats", methods=GET_HEAD, response_model=schemas.Stats)
     async def stats():
         """The collection being served (as ``lookalike info`` describes it) and this server's limits."""
-        about = describe(live.get())
+        about = live.get().describe()
         return {**{key: about[key] for key in STATS_FIELDS}, "lsh_recall": (about["lsh"] or {}).get("recall"),
                 "max_upload_bytes": max_upload_bytes, "dupes_threshold": DEFAULT_THRESHOLD}
 
