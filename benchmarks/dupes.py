@@ -144,7 +144,7 @@ def build_set(root: Path, args):
         rel = f"photos/{name(p)}"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(DATA / "caltech101" / p, root / rel)
-        add(rel, n, "original")
+        add(rel, n, "original", n)
         if n in exact_of:
             rel2 = f"backup/old_phone/{name(p)}"
             (root / rel2).parent.mkdir(parents=True, exist_ok=True)
@@ -184,66 +184,87 @@ def build_set(root: Path, args):
 
 
 # ---------------------------------------------------------------- scoring
+def _prf(tp, n_pred, n_true, found=None):
+    p = tp / n_pred if n_pred else 1.0
+    r = (tp if found is None else found) / n_true if n_true else 1.0
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
+            "reported": int(n_pred), "true": int(n_true), "found": int(tp if found is None else found)}
+
+
+def _c2(x):
+    x = np.asarray(x, np.int64)
+    return int((x * (x - 1) // 2).sum())
+
+
+def as_arrays(pairs):
+    """(i, j) pairs -> two int arrays, i < j, no repeats."""
+    if not len(pairs):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    p = np.asarray(list(pairs), np.int64).reshape(-1, 2)
+    p = np.unique(np.sort(p, axis=1), axis=0)
+    p = p[p[:, 0] != p[:, 1]]
+    return p[:, 0], p[:, 1]
+
+
 def components(n, pairs):
-    parent = np.arange(n)
+    """Connected-component label of each file (scipy's csgraph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-    for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return np.array([find(i) for i in range(n)])
+    a, b = as_arrays(pairs)
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
-def closure(n, pairs):
-    """All pairs inside the connected components of ``pairs``."""
-    comp = components(n, pairs)
-    out = set()
-    for c in np.unique(comp):
-        members = np.flatnonzero(comp == c)
-        out.update(itertools.combinations(members.tolist(), 2))
-    return out
-
-
-def score(pairs, truth) -> dict:
-    """Overall and per-type precision / recall / F1 of a set of (i, j) pairs, i < j."""
-    photo, kind, source = truth["photo"], truth["kind"], truth["source"]
-    pairs = {(min(a, b), max(a, b)) for a, b in pairs if a != b}
-
-    def prf(tp, n_pred, n_true):
-        p = tp / n_pred if n_pred else 1.0
-        r = tp / n_true if n_true else 1.0
-        return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
-                "reported": n_pred, "true": n_true, "found": tp}
-
-    sizes = Counter(photo.tolist())
-    n_true = sum(s * (s - 1) // 2 for s in sizes.values())
-    tp = sum(photo[a] == photo[b] for a, b in pairs)
-    out = {"overall": prf(int(tp), len(pairs), n_true)}
-    false_by_kind = Counter()
-    for a, b in pairs:
-        if photo[a] != photo[b]:
-            false_by_kind[" / ".join(sorted((kind[a], kind[b])))] += 1
-    out["false_pairs_by_kinds"] = dict(false_by_kind.most_common())
-    orig_of = {int(photo[i]): i for i in np.flatnonzero(kind == "original")}
+def wanted_pairs(kind, source) -> dict:
+    """Per type, the true pairs it is scored on: (original, copy); a burst's two files."""
+    orig_of = {int(s): i for i, s in enumerate(source) if kind[i] == "original"}
+    out = {}
     for t in TYPES:
         mine = np.flatnonzero(kind == t)
         if t == "burst":
-            wanted = {(int(a), int(b)) for a, b in zip(mine[::2], mine[1::2])}
+            out[t] = (mine[::2], mine[1::2])
         else:
-            wanted = {tuple(sorted((orig_of[source[i]], int(i)))) for i in mine}
-        found = len(wanted & pairs)
-        mine = set(mine.tolist())
-        touching = [(a, b) for a, b in pairs if a in mine or b in mine]
-        tp_t = sum(photo[a] == photo[b] for a, b in touching)
-        p = tp_t / len(touching) if touching else 1.0
-        r = found / len(wanted) if wanted else 1.0
-        out[t] = {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
-                  "reported": len(touching), "true": len(wanted), "found": found}
+            out[t] = (np.array([orig_of[source[i]] for i in mine], np.int64), mine)
+    return {t: (np.minimum(a, b), np.maximum(a, b)) for t, (a, b) in out.items()}
+
+
+def same_partition(c1, c2) -> bool:
+    """Whether two component labellings group the files alike."""
+    return len(np.unique(c1)) == len(np.unique(c2)) == len(np.unique(np.stack([c1, c2]), axis=1))
+
+
+def score_pairs(pairs, truth) -> dict:
+    """Precision / recall / F1 of reported pairs, overall and per type (pairs touching a file of that type)."""
+    photo, kind = truth["photo"], truth["kind"]
+    a, b = as_arrays(pairs)
+    same = photo[a] == photo[b]
+    out = {"overall": _prf(int(same.sum()), len(a), truth["n_true"])}
+    keys = a * len(photo) + b
+    for t, (wa, wb) in truth["wanted"].items():
+        touch = (kind[a] == t) | (kind[b] == t)
+        found = int(np.isin(wa * len(photo) + wb, keys).sum())
+        out[t] = _prf(int((touch & same).sum()), int(touch.sum()), len(wa), found)
+    false = Counter(" / ".join(sorted(k)) for k in zip(kind[a[~same]].tolist(), kind[b[~same]].tolist()))
+    out["false_pairs_by_kinds"] = dict(false.most_common())
+    return out
+
+
+def score_groups(comp, truth) -> dict:
+    """The same for groups: every two files with one component label are a reported pair."""
+    photo, kind = truth["photo"], truth["kind"]
+    comp = np.asarray(comp, np.int64)
+    size = np.bincount(comp)
+    _, cell_inv, cell_n = np.unique(comp * (photo.max() + 1) + photo, return_inverse=True, return_counts=True)
+    out = {"overall": _prf(_c2(cell_n), _c2(size), truth["n_true"])}
+    for t, (wa, wb) in truth["wanted"].items():
+        m = kind == t
+        both = _c2(np.bincount(comp[m]))  # pairs with both ends of this type, counted twice below
+        both_true = _c2(np.unique(cell_inv[m], return_counts=True)[1])
+        pred = int((size[comp[m]] - 1).sum()) - both
+        tp = int((cell_n[cell_inv[m]] - 1).sum()) - both_true
+        out[t] = _prf(tp, pred, len(wa), int((comp[wa] == comp[wb]).sum()))
+    out["largest_group"] = int(size.max())
     return out
 
 
@@ -286,7 +307,7 @@ def bench_lookalike(root, work, files, truth, rotations=False):
     if missing:
         raise RuntimeError(f"dupes reported paths outside the set: {missing[:3]}")
     reported = group_pairs(groups, index_of)
-    res["groups_score"] = score(closure(n, reported), truth)
+    res["groups_score"] = score_groups(components(n, reported), truth)
     out, t_exact = run_cli(["dupes", "--db", str(db), "--format", "json", "--tier", "exact"])
     ex_groups = json.loads(out)["groups"]
     ex_pairs = {tuple(sorted(p)) for g in ex_groups
@@ -303,13 +324,13 @@ def bench_lookalike(root, work, files, truth, rotations=False):
     scored = [(index_of[str(Path(p.path_a).resolve())], index_of[str(Path(p.path_b).resolve())], p.score)
               for p in found]
     direct = [(a, b) for a, b, s in scored if s >= DEFAULT_THRESHOLD]
-    res["direct_score"] = score(direct, truth)
-    res["same_groups_as_cli"] = closure(n, direct) == closure(n, reported)
+    res["direct_score"] = score_pairs(direct, truth)
+    res["same_groups_as_cli"] = same_partition(components(n, direct), components(n, reported))
     res["sweep"] = {}
     for t in LOOKALIKE_SWEEP:
         ps = [(a, b) for a, b, s in scored if s >= t - 1e-9]
-        res["sweep"][f"{t:.2f}"] = {"groups_f1": score(closure(n, ps), truth)["overall"]["f1"],
-                                    "direct_f1": score(ps, truth)["overall"]["f1"]}
+        res["sweep"][f"{t:.2f}"] = {"groups_f1": score_groups(components(n, ps), truth)["overall"]["f1"],
+                                    "direct_f1": score_pairs(ps, truth)["overall"]["f1"]}
     res["top_false_pairs"] = sorted(([round(s, 4), files[a], files[b]] for a, b, s in scored
                                      if s >= DEFAULT_THRESHOLD and truth["photo"][a] != truth["photo"][b]),
                                     reverse=True)[:15]
@@ -350,14 +371,14 @@ def bench_hash(hashing, name, root, files, truth):
     res = {"hash_s": round(t1 - t0, 2), "find_s": round(t2 - t1, 2), "hashed": len(enc),
            "max_distance_threshold": IMAGEDEDUP_DEFAULT}
     direct = {tuple(sorted((index_of[k], index_of[d]))) for k, v in dup.items() for d, _ in v}
-    res["direct_score"] = score(direct, truth)
-    res["groups_score"] = score(closure(n, direct), truth)
+    res["direct_score"] = score_pairs(direct, truth)
+    res["groups_score"] = score_groups(components(n, direct), truth)
     scored = {tuple(sorted((index_of[k], index_of[d]))): int(s) for k, v in wide.items() for d, s in v}
     res["sweep"] = {}
     for t in HASH_SWEEP:
         ps = [p for p, s in scored.items() if s <= t]
-        res["sweep"][str(t)] = {"groups_f1": score(closure(n, ps), truth)["overall"]["f1"],
-                                "direct_f1": score(ps, truth)["overall"]["f1"]}
+        res["sweep"][str(t)] = {"groups_f1": score_groups(components(n, ps), truth)["overall"]["f1"],
+                                "direct_f1": score_pairs(ps, truth)["overall"]["f1"]}
     res["top_false_pairs"] = sorted(([s, files[a], files[b]] for (a, b), s in scored.items()
                                      if s <= IMAGEDEDUP_DEFAULT and truth["photo"][a] != truth["photo"][b]))[:15]
     return res
@@ -405,7 +426,8 @@ def main():
     for i, d in enumerate(digest):
         by_digest.setdefault(d, []).append(i)
     identical = {p for ids in by_digest.values() for p in itertools.combinations(ids, 2)}
-    truth = {"photo": photo, "kind": kind, "source": source, "identical": identical}
+    truth = {"photo": photo, "kind": kind, "identical": identical,
+             "n_true": _c2(list(Counter(photo.tolist()).values())), "wanted": wanted_pairs(kind, source)}
     meta.update(build_s=round(time.perf_counter() - t0, 1), identical_pairs=len(identical), seed=args.seed)
     print(f"set: {meta}", flush=True)
     n = len(files)
