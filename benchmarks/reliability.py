@@ -2,7 +2,7 @@
 
     python benchmarks/reliability.py [--kills 30] [--flips 10]
 
-1. Builds the damaged corpus of tests/damaged.py from 6 real photos (~350 files) and indexes it:
+1. Builds the damaged corpus (lookalike.testing.build_corpus, as tests/test_damaged.py) from 6 real photos (~350 files) and indexes it:
    files tried, indexed, skipped with a reason, crashes, EXIF-orientation cosine to the original.
 2. SIGKILLs `lookalike index` at seeded random moments; after each kill the collection must open
    (checksums verified) with no duplicate or garbled rows, and a re-run must complete exactly.
@@ -28,14 +28,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lookalike import Collection, CorruptCollectionError
+from lookalike.testing import build_corpus, run_and_kill, synthetic_image
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 DATA = Path(os.environ.get("LOOKALIKE_DATA", HERE.parent.parent / "shared" / "data"))
-
-from damaged import build_corpus  # noqa: E402
-from killer import run_and_kill  # noqa: E402
-
-from lookalike import Collection, CorruptCollectionError  # noqa: E402
 
 CLASSES = ("accordion", "pizza", "camera", "soccer_ball", "umbrella", "lotus")
 
@@ -64,8 +61,6 @@ def messy(tmp: Path) -> dict:
 
 
 def kills(tmp: Path, trials: int) -> dict:
-    from conftest import synthetic_image
-
     root = tmp / "kill-photos"
     for i in range(120):
         (root / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
@@ -146,8 +141,6 @@ def merge_kills(tmp: Path, trials: int) -> dict:
 
 
 def flips(tmp: Path, per_file: int) -> dict:
-    from conftest import synthetic_image
-
     root = tmp / "flip-photos"
     root.mkdir()
     for i in range(20):
