@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import synthetic_image
 from PIL import Image
@@ -68,7 +69,16 @@ def test_search_json_and_paths(db, image_folder):
     assert [r["rank"] for r in data["results"]] == [1, 2, 3, 4]
     assert str(q) not in [r["path"] for r in data["results"]]
     assert set(data["results"][0]) == {"rank", "score", "id", "path", "label"}
-    assert all(r["score"] == round(r["score"], 6) and -1 <= r["score"] <= 1 for r in data["results"])
+    assert all(r["score"] == round(r["score"], 6) for r in data["results"])
+    from lookalike import Collection  # the same four, by exact cosine against the stored vectors
+
+    col = Collection.open(db, read_only=True)
+    vectors, paths = np.asarray(col.embeddings, np.float32), col.paths
+    cosine = vectors @ vectors[paths.index(str(q))]
+    cosine[paths.index(str(q))] = -np.inf
+    top = np.argsort(-cosine)[:4]
+    assert [r["path"] for r in data["results"]] == [paths[i] for i in top]
+    assert [r["score"] for r in data["results"]] == pytest.approx(cosine[top].tolist(), abs=2e-3)
     res = runner.invoke(app, ["search", str(q), "--db", str(db), "-k", "2", "--paths", "--include-self"])
     assert res.output.splitlines()[0] == str(q) and len(res.output.splitlines()) == 2
     res = runner.invoke(app, ["search", str(q), "--db", str(db), "--paths", "--json"])
@@ -145,11 +155,40 @@ def test_eval_command(tmp_path, image_folder):
     res = runner.invoke(app, ["eval", "--db", db, "-k", "3", "--near-dup", "4", "--out", str(out)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
-    assert 0 <= data["class_retrieval"]["map"] <= 1
+    from lookalike import Collection
+    from lookalike.evaluate import near_duplicate_robustness
+
+    col = Collection.open(db, read_only=True)
+    p1, pk, mean_ap = _leave_one_out(np.asarray(col.embeddings, np.float32), col.labels, k=3)
+    cr = data["class_retrieval"]
+    assert cr["n"] == 12 and cr["k"] == 3
+    assert (cr["p_at_1"], cr["p_at_k"], cr["map"]) == pytest.approx((p1, pk, mean_ap), abs=1e-6)
     nd = data["near_duplicates"]
     assert nd["originals"] == 4 and set(nd["edits"]) >= {"crop", "jpeg_q30", "flip", "text_overlay"}
-    assert 0 <= nd["group_map"] <= 1 and 0 <= nd["edits"]["jpeg_q30"]["recall_at_3"] <= 1
-    assert 0 <= data["lsh"]["recall_at_k"] <= 1
+    again = near_duplicate_robustness(col, n_originals=4, seed=0, k=3)  # the same seeded edits, the library's way
+    assert nd["group_map"] == pytest.approx(again["group_map"], abs=1e-4) and nd["found"] == again["found"]
+    assert {e: (v["recall_at_1"], v["recall_at_3"]) for e, v in nd["edits"].items()} == {
+        e: (v["recall_at_1"], v["recall_at_3"]) for e, v in again["edits"].items()}
+    assert nd["edits"]["flip"]["recall_at_1"] == 1.0 and nd["edits"]["gamma"]["recall_at_1"] == 1.0
+    assert data["lsh"] == {"recall_at_k": 1.0, "candidates": 12.0, "k": 3}  # 12 images: every one scanned exactly
+
+
+def _leave_one_out(emb, labels, k):
+    """P@1, P@k and mAP of leave-one-out class retrieval, the plain way: one query at a time, full ranking."""
+    n = len(labels)
+    p1 = pk = mean_ap = 0.0
+    for i in range(n):
+        order = sorted((j for j in range(n) if j != i), key=lambda j: -float(emb[i] @ emb[j]))
+        relevant = [labels[j] == labels[i] for j in order]
+        p1 += relevant[0]
+        pk += sum(relevant[:k]) / k
+        hits, precision_sum = 0, 0.0
+        for rank, rel in enumerate(relevant, 1):
+            if rel:
+                hits += 1
+                precision_sum += hits / rank
+        mean_ap += precision_sum / max(hits, 1)
+    return p1 / n, pk / n, mean_ap / n
 
 
 def test_search_with_a_folder_of_queries(db, image_folder, tmp_path):
@@ -186,13 +225,20 @@ def test_index_dba_then_search_and_eval(tmp_path, image_folder):
     res = runner.invoke(app, ["search", str(image_folder / "dogs" / "img_04.jpg"), "--db", db, "-k", "3",
                               "--expand", "2", "--json"])
     assert res.exit_code == 0, res.output
-    assert len(json.loads(res.output)) == 3
+    hits = json.loads(res.output)["results"]
+    assert [h["rank"] for h in hits] == [1, 2, 3] and not any(h["path"].endswith("img_04.jpg") for h in hits)
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
     out = tmp_path / "e.json"
     res = runner.invoke(app, ["eval", "--db", db, "-k", "3", "--near-dup", "0", "--expand", "2", "--dba", "3",
                               "--out", str(out)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
-    assert data["class_retrieval_dba"]["dba"] == 3 and 0 <= data["class_retrieval_dba"]["map"] <= 1
+    from lookalike.evaluate import class_retrieval
+
+    expected = class_retrieval(np.asarray(col.embeddings), col.labels, k=3, expand=2, dba=3)  # raw vectors
+    assert data["class_retrieval_dba"] == pytest.approx(expected, abs=1e-6)
+    assert data["class_retrieval_expanded"] == pytest.approx(class_retrieval(np.asarray(col.embeddings), col.labels,
+                                                                             k=3, expand=2), abs=1e-6)
     # re-indexing a changed folder refreshes the augmented vectors (setting kept)
     synthetic_image(77).save(image_folder / "cats" / "extra.png")
     assert runner.invoke(app, ["index", str(image_folder), "--db", db]).exit_code == 0

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from conftest import real_photo, synthetic_image
+from PIL import Image
 
 from lookalike.encoders import get_encoder
 from lookalike.encoders.preprocess import preprocess
@@ -14,9 +15,16 @@ def test_preprocess_shape_range_and_centre_crop():
     im = synthetic_image(0, size=(300, 200))
     x = preprocess(im, 224)
     assert x.shape == (3, 224, 224) and x.dtype == np.float32
-    assert -1.0 <= x.min() and x.max() <= 128 / 128
     flipped = preprocess(im, 224, flip=True)
     assert np.allclose(flipped, x[:, :, ::-1])
+    # Pixels scale as (p - 127) / 128: white -> 1, black -> -127/128. The centre crop (side 200 * 224 / 256 = 175,
+    # from x = 62.5) leaves out black bands 40 px wide at the left and right; the full view keeps them.
+    a = np.full((200, 300, 3), 255, np.uint8)
+    a[:, :40] = a[:, -40:] = 0
+    banded = Image.fromarray(a)
+    assert (preprocess(banded, 224) == 1.0).all()
+    full = preprocess(banded, 224, view="full")
+    assert (full[:, :, 0] == -127 / 128).all() and (full[:, :, 112] == 1.0).all()
 
 
 @pytest.fixture(scope="module")

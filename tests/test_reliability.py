@@ -210,8 +210,8 @@ def test_db_that_is_a_file_is_a_clear_error(tmp_path, image_folder):
     afile.write_text("x")
     for args in (["index", str(image_folder), "--db", str(afile)], ["search", str(afile), "--db", str(afile)]):
         res = runner.invoke(app, args)
-        assert res.exit_code == 1 and "is a file" in res.output and res.exception is None or isinstance(
-            res.exception, SystemExit)
+        assert res.exit_code == 1 and "is a file" in res.output, res.output
+        assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
 
 
 def _rewrite(db: Path, change) -> None:
