@@ -290,3 +290,15 @@ def test_cli_default_db_is_the_library_default():
     from lookalike.collection import DEFAULT_DB as LIBRARY_DEFAULT_DB
 
     assert DEFAULT_DB == Path(LIBRARY_DEFAULT_DB)
+
+
+def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path, image_folder, monkeypatch):
+    from lookalike import Collection
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Collection, "index", interrupted)
+    res = runner.invoke(app, ["index", str(image_folder), "--db", str(tmp_path / "db")])
+    assert res.exit_code == 130 and "interrupted: the images embedded so far are saved" in res.output
+    assert "Traceback" not in res.output

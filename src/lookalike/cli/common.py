@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -19,6 +20,20 @@ def fail(message: str, code: int = 1):
     raise typer.Exit(code)
 
 
+@contextmanager
+def exit_on(*errors: type[Exception], interrupted: str | None = None):
+    """Exit with ``error: <message>`` on the library's ``errors``; with ``interrupted``, Ctrl-C exits 130 saying it."""
+    try:
+        yield
+    except errors as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        err.print(f"[yellow]interrupted:[/] {interrupted}")
+        raise typer.Exit(130) from None
+
+
 def check_choice(option: str, value: str, allowed) -> None:
     """Exit with ``--option must be one of a, b, c, not 'x'`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
@@ -29,11 +44,9 @@ def require_extra(extra: str, *modules: str) -> None:
     """Exit with the ``pip install 'lookalike[extra]'`` hint unless every module imports."""
     from ..extras import MissingExtraError, require
 
-    try:
+    with exit_on(MissingExtraError):
         for module in modules:
             require(extra, module)
-    except MissingExtraError as e:
-        fail(str(e))
 
 
 def busy(message: str):
@@ -47,10 +60,8 @@ def open_collection(db: Path, **kwargs):
     """``Collection.open(db, **kwargs)``, or exit with the collection's own message."""
     from ..collection import Collection, CollectionError, CorruptCollectionError
 
-    try:
+    with exit_on(CollectionError, CorruptCollectionError):
         return Collection.open(db, **kwargs)
-    except (CollectionError, CorruptCollectionError) as e:
-        fail(str(e))
 
 
 def open_nonempty(db: Path, **kwargs):

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..dupes import DEFAULT_THRESHOLD
-from .common import check_choice, err, fail, open_collection, out
+from .common import check_choice, err, exit_on, fail, open_collection, out
 from .options import DEFAULT_DB, DbOpt, ThresholdOpt
 from .render import human_size, print_json, records, write_csv
 
@@ -62,7 +62,7 @@ def dupes(
         fail("--apply prints its plan as a table or --format json, not csv")
     col = open_collection(db, read_only=not (apply and yes))
     other = open_collection(against, read_only=True) if against else None
-    try:
+    with exit_on(ValueError, actions.ActionError):
         if ignore:
             ids = [int(x) for part in ignore for x in part.replace(",", " ").split()]
             hashes = actions.remember_not_duplicates(col, ids)
@@ -73,8 +73,6 @@ def dupes(
                                ignored=actions.load_decisions(col.path), method="exact" if exact else "auto",
                                against=other)
         plan = actions.make_plan(col, groups, apply, to=to) if apply else None
-    except (ValueError, actions.ActionError) as e:
-        fail(str(e))
     if sheet is not None:
         from ..viz import duplicate_sheet
 
@@ -148,13 +146,9 @@ def _apply(col, plan, yes: bool, fmt: str) -> None:
         out.print(f"{len(plan.steps)} files of {plan.groups} groups, {human_size(plan.bytes)} to free; {note}. "
                   "Nothing was changed: add --yes to do it.", highlight=False, soft_wrap=True)
         return
-    try:
+    with exit_on(CollectionError, actions.ActionError,
+                 interrupted="every action done so far is journaled; lookalike undo restores them."):
         res = actions.apply_plan(col, plan)
-    except (CollectionError, actions.ActionError) as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted:[/] every action done so far is journaled; lookalike undo restores them.")
-        raise typer.Exit(130) from None
     if fmt == "json":
         print_json(res.to_dict())
         return
@@ -187,10 +181,8 @@ def undo(
                  for r in actions.runs(col.path)], title=f"runs journaled in {col.path}")
         return
     col = open_collection(db)
-    try:
+    with exit_on(CollectionError, actions.ActionError):
         res = actions.undo(col, run_id)
-    except (CollectionError, actions.ActionError) as e:
-        fail(str(e))
     _print_skipped("not restored", res.skipped)
     out.print(f"run {res.run} undone: {len(res.done)} files restored, {len(res.skipped)} not", highlight=False,
               soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import err, fail, out
+from .common import err, exit_on, fail, out
 from .options import DEFAULT_DB, BatchSizeOpt, DbOpt, EncoderOpt, HiddenOpt, MaxPixelsOpt, WorkersOpt
 from .render import print_json, skipped_table
 
@@ -80,16 +80,15 @@ def index(
     if profile is not None:
         from ..encoders import get_profile
 
-        try:
+        with exit_on(ValueError):
             prof = get_profile(profile)
-        except ValueError as e:
-            fail(str(e))
         if (encoder and encoder != prof.encoder) or flip_average:
             fail(f"--profile {profile} sets the encoder ({prof.encoder}) and mirror averaging "
                  f"({'on' if prof.flip_average else 'off'}); drop --encoder / --flip-average, or --profile.")
         encoder, views, flip_average = prof.encoder, prof.views, prof.flip_average
     existed = not rebuild and (Path(db).expanduser() / MANIFEST).exists()
-    try:
+    with exit_on(CollectionError, FileNotFoundError, ImportError, ValueError,
+                 interrupted="the images embedded so far are saved; run the same command to finish."):
         if rebuild:
             col = Collection.create(db, encoder=encoder, engine=engine, flip_average=flip_average, overwrite=True,
                                     views=views)
@@ -105,11 +104,6 @@ def index(
                            include_hidden=include_hidden, progress=progress and not as_json and sys.stderr.isatty(),
                            lsh="auto" if lsh is None else lsh, lsh_family=lsh_family, target_recall=target_recall,
                            dba=dba, rotations=rotations)
-    except (CollectionError, FileNotFoundError, ImportError, ValueError) as e:
-        fail(str(e))
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted:[/] the images embedded so far are saved; run the same command to finish.")
-        raise typer.Exit(130) from None
     lsh_info = report.lsh
     t = report.times
     summary = {
@@ -215,15 +209,11 @@ def watch(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with watcher:
+        with exit_on(CollectionError, CorruptCollectionError, FileNotFoundError, ImportError, ValueError,
+                     interrupted="committed batches are kept; run watch again to catch up."), watcher:
             out.print(f"watching {folder} -> {db} (batches after {settle:g} s without changes; Ctrl-C to stop)",
                       highlight=False)
             watcher.run()
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted:[/] committed batches are kept; run watch again to catch up.")
-        raise typer.Exit(130) from None
-    except (CollectionError, CorruptCollectionError, FileNotFoundError, ImportError, ValueError) as e:
-        fail(str(e))
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .common import busy, fail, open_collection, out
+from .common import busy, exit_on, fail, open_collection, out
 from .options import DEFAULT_DB, DbOpt
 from .render import print_json, skipped_table
 
@@ -53,10 +53,8 @@ def verify(db: DbOpt = DEFAULT_DB):
     from ..collection import CollectionError
 
     col = open_collection(db, read_only=True)
-    try:
+    with exit_on(CollectionError):
         checked = col.verify()
-    except CollectionError as e:
-        fail(str(e))
     out.print(f"{db}: all {len(checked)} files match their checksums ({len(col)} images)", highlight=False)
 
 
@@ -71,10 +69,8 @@ def compact(
 
     col = open_collection(db)
     before = len(col.segments)
-    try:
+    with exit_on(CollectionError):
         col.maintain(max_segments=max_segments)
-    except CollectionError as e:
-        fail(str(e))
     out.print(f"{db}: {before} -> {len(col.segments)} segments ({len(col)} images)", highlight=False)
 
 
@@ -88,11 +84,9 @@ def map_(
     from ..viz import embedding_map
 
     col = open_collection(db, read_only=True)
-    try:
+    with exit_on(ValueError, ImportError):  # ImportError: scikit-learn missing (lookalike[map])
         with busy(f"drawing the map of {min(len(col), max_points)} images (PCA, t-SNE, thumbnails)..."):
             embedding_map(col.embeddings, col.paths, col.labels, out_png, max_points=max_points, size=size)
-    except (ValueError, ImportError) as e:  # ImportError: scikit-learn missing (lookalike[map])
-        fail(str(e))
     out.print(f"map of {min(len(col), max_points)} images written to {out_png}")
 
 

@@ -33,21 +33,23 @@ def search(
     An indexed query image is left out of its own results unless --include-self.
     """
     from ..collection import CollectionError, display
-    from ..images import DecodeError
+    from ..images import DecodeError, discover
 
     if k < 1:
         fail(f"-k must be at least 1, got {k}")
     if as_json and paths:
         fail("--json and --paths exclude each other; pick one output format")
-    if query.is_dir():
-        return _search_folder(query, db, k, as_json, paths, exact, use_lsh, engine, expand, grid, include_self)
-    if not query.is_file():
-        fail(f"No such query image: {query}")
-    col = open_nonempty(db, read_only=True, engine=engine)
     if exact and use_lsh:
         fail("--exact and --lsh exclude each other")
+    if not (query.is_dir() or query.is_file()):
+        fail(f"No such query image: {query}")
+    col = open_nonempty(db, read_only=True, engine=engine)
     try:
         method = col.resolve_method("exact" if exact else "lsh" if use_lsh else "auto")
+        if query.is_dir():
+            results = col.search_many(list(discover(query)), k=k, method=method, expand=expand,
+                                      exclude_self=not include_self)
+            return _show_folder(results, method, as_json, paths, grid)
         hits = col.search(query, k=k, method=method, expand=expand, exclude_self=not include_self)
     except CollectionError as e:
         fail(str(e))
@@ -71,17 +73,10 @@ def search(
         out.print(f"grid written to {grid}")
 
 
-def _search_folder(folder, db, k, as_json, paths, exact, use_lsh, engine, expand, grid, include_self):
-    from ..collection import CollectionError, display
-    from ..images import discover
+def _show_folder(results, method: str, as_json: bool, paths: bool, grid: Path | None) -> None:
+    """The hits of every query of a folder: grids, JSON, paths, or records (a skipped query on stderr)."""
+    from ..collection import display
 
-    col = open_nonempty(db, read_only=True, engine=engine)
-    queries = list(discover(folder))
-    try:
-        method = col.resolve_method("exact" if exact else "lsh" if use_lsh else "auto")
-        results = col.search_many(queries, k=k, method=method, expand=expand, exclude_self=not include_self)
-    except CollectionError as e:
-        fail(str(e))
     grids = []
     if grid is not None:  # one grid per query: GRID-001-<query name>.png, ...
         from ..viz import result_grid

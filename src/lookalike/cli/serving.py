@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import fail, open_collection, out, require_extra
+from .common import exit_on, open_collection, out, require_extra
 from .options import DEFAULT_DB, DbOpt
 
 
@@ -33,9 +33,7 @@ def serve(
     from ..server import ServeError, run
 
     open_collection(db, read_only=True)  # fail early, with the friendly message
-    try:
+    with exit_on(ServeError):
         run(db, host=host, port=port, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
             echo=lambda line: out.print(line, highlight=False, soft_wrap=True), token=token, read_only=read_only,
             move_to=move_to)
-    except ServeError as e:
-        fail(str(e))

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..dupes import DEFAULT_THRESHOLD
-from .common import check_choice, fail, out, require_extra
+from .common import check_choice, exit_on, out, require_extra
 from .options import DEFAULT_DB, DbOpt, FormatOpt, MasterOpt, ThresholdOpt
 from .render import print_json
 
@@ -36,9 +36,8 @@ def _run_job(master: str | None, app_name: str, job, *args, threads: int = 1, **
 
     spark = _session(master, app_name, threads)
     try:
-        return job(spark, *args, **kwargs)
-    except (SparkInputError, ValueError) as e:
-        fail(str(e))
+        with exit_on(SparkInputError, ValueError):
+            return job(spark, *args, **kwargs)
     finally:
         spark.stop()
 
@@ -151,13 +150,11 @@ def import_(
     from ..collection.sync import local_path, spark_meta
     from ..encoders import LEGACY_VIEWS  # an output from before views: centre crop only
 
-    try:
+    with exit_on(CollectionError, CorruptCollectionError):
         col = Collection.open(db) if (Path(db) / MANIFEST).exists() else None
         if col is None:
             info = spark_meta(Path(local_path(str(source))))
             col = Collection.create(db, encoder=info.get("encoder"), views=info.get("views", LEGACY_VIEWS))
         rep = col.import_parquet(source)
-    except (CollectionError, CorruptCollectionError) as e:
-        fail(str(e))
     out.print(f"imported {rep.added} new and {rep.updated} updated images, {len(rep.skipped)} files with errors, "
               f"into {db} ({len(col)} images)", highlight=False)

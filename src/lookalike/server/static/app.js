@@ -28,6 +28,14 @@ async function apiError(resp) {
 }
 
 // ---------------------------------------------------------------- URL state
+function pagerButton(text, onClick) {  // "← previous" / "next →" under the browse grid and the duplicate groups
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
 function hashParams() { return new URLSearchParams(location.hash.slice(1)); }
 
 function setHash(params) {
@@ -114,13 +122,7 @@ async function browse(offset = 0) {
   const info = document.createElement("span");
   info.className = "muted";
   info.textContent = data.total ? `images ${offset + 1}–${offset + data.images.length} of ${data.total.toLocaleString()}` : "";
-  const button = (text, to) => {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.textContent = text;
-    b.addEventListener("click", () => browse(to));
-    return b;
-  };
+  const button = (text, to) => pagerButton(text, () => browse(to));
   if (offset > 0) pager.appendChild(button("← previous", Math.max(0, offset - BROWSE_PAGE)));
   pager.appendChild(info);
   if (offset + data.images.length < data.total) pager.appendChild(button("next →", offset + BROWSE_PAGE));

@@ -100,13 +100,7 @@ function render() {
   });
   const nav = document.createElement("div");
   nav.className = "pager";
-  const button = (text, to) => {
-    const b = document.createElement("button");
-    b.type = "button";
-    b.textContent = text;
-    b.addEventListener("click", () => { loadDupes(null, to); window.scrollTo({ top: 0 }); });
-    return b;
-  };
+  const button = (text, to) => pagerButton(text, () => { loadDupes(null, to); window.scrollTo({ top: 0 }); });
   if (review.offset > 0) nav.appendChild(button("← previous 20", Math.max(0, review.offset - GROUPS_PAGE)));
   if (review.offset + review.groups.length < review.total) nav.appendChild(button("next 20 →", review.offset + GROUPS_PAGE));
   if (nav.children.length) box.appendChild(nav);
