@@ -127,6 +127,11 @@ def add_action_routes(app: FastAPI, *, db, live, dupes, token: str | None, read_
         finally:
             one_at_a_time.release()
 
+    async def in_turn(fn):  # an action runs on a worker thread, one at a time (423 while another runs)
+        return await run_in_threadpool(serialized, fn)
+
+    acting = {"dependencies": [Depends(who)], "responses": errors(400, 401, 403, 409, 422, 423)}
+
     @app.api_route("/api/actions", methods=["GET", "HEAD"], response_model=s.ActionsOut)
     def state():
         """Whether this server may act, the folder moves go to, and the last journaled runs."""
@@ -134,14 +139,12 @@ def add_action_routes(app: FastAPI, *, db, live, dupes, token: str | None, read_
         return {"enabled": off is None, "reason": off, "move_to": display(str(move_to)) if move_to else None,
                 "runs": runs[::-1]}
 
-    @app.post("/api/actions/plan", response_model=s.PlanOut, dependencies=[Depends(who)],
-              responses=errors(400, 401, 403, 409, 422, 423))
+    @app.post("/api/actions/plan", response_model=s.PlanOut, **acting)
     async def plan(body: s.ActIn):
         """What ``apply`` would do with this body: files, destinations, bytes (nothing is changed)."""
-        return await run_in_threadpool(lambda: serialized(lambda: plan_json(plan_of(body)[1])))
+        return await in_turn(lambda: plan_json(plan_of(body)[1]))
 
-    @app.post("/api/actions/apply", response_model=s.RunOut, dependencies=[Depends(who)],
-              responses=errors(400, 401, 403, 409, 422, 423))
+    @app.post("/api/actions/apply", response_model=s.RunOut, **acting)
     async def apply(body: s.ActIn):
         """Move the chosen duplicates to the server's --move-to folder, journaled (undo restores them)."""
         def work():
@@ -152,10 +155,9 @@ def add_action_routes(app: FastAPI, *, db, live, dupes, token: str | None, read_
             out["skipped"] += [{"path": display(p), "reason": r} for p, r in plan.left_out]
             return out
 
-        return await run_in_threadpool(lambda: serialized(work))
+        return await in_turn(work)
 
-    @app.post("/api/actions/undo", response_model=s.RunOut, dependencies=[Depends(who)],
-              responses=errors(400, 401, 403, 409, 422, 423))
+    @app.post("/api/actions/undo", response_model=s.RunOut, **acting)
     async def undo(body: s.UndoIn):
         """Undo a run (default: the last one not undone), exactly as ``lookalike undo`` does."""
         def work():
@@ -163,10 +165,9 @@ def add_action_routes(app: FastAPI, *, db, live, dupes, token: str | None, read_
             live.refresh()
             return run_json(res)
 
-        return await run_in_threadpool(lambda: serialized(work))
+        return await in_turn(work)
 
-    @app.post("/api/actions/ignore", response_model=s.IgnoreOut, dependencies=[Depends(who)],
-              responses=errors(400, 401, 403, 409, 422, 423))
+    @app.post("/api/actions/ignore", response_model=s.IgnoreOut, **acting)
     async def ignore(body: s.IgnoreIn):
         """Remember that these images are not duplicates of each other (later searches respect it)."""
         def work():
@@ -177,4 +178,4 @@ def add_action_routes(app: FastAPI, *, db, live, dupes, token: str | None, read_
             dupes.forget_others(None)  # the cached groups predate the decision
             return {"images": len(hashes)}
 
-        return await run_in_threadpool(lambda: serialized(work))
+        return await in_turn(work)
