@@ -130,7 +130,7 @@ def _unit(n, d, seed):
 
 
 def test_exact_pairs_blocks_on_both_sides_of_a_float16_memmap(tmp_path, monkeypatch):
-    import lookalike.dupes as dupes
+    import lookalike.pairs as dupes  # where the scans live (lookalike.dupes re-exports them)
 
     monkeypatch.setattr(dupes, "PAIR_BLOCK_ROWS", 64)
     monkeypatch.setattr(dupes, "PAIR_OTHER_ROWS", 96)
@@ -153,7 +153,7 @@ def test_exact_pairs_blocks_on_both_sides_of_a_float16_memmap(tmp_path, monkeypa
 
 
 def test_exact_pairs_cap_keeps_the_best(monkeypatch):
-    import lookalike.dupes as dupes
+    import lookalike.pairs as dupes  # where the scans live (lookalike.dupes re-exports them)
 
     monkeypatch.setattr(dupes, "PAIR_BLOCK_ROWS", 50)
     monkeypatch.setattr(dupes, "PAIR_OTHER_ROWS", 70)
@@ -167,7 +167,7 @@ def test_exact_pairs_cap_keeps_the_best(monkeypatch):
 
 
 def test_lsh_pairs_in_query_blocks_match_the_self_query(monkeypatch):
-    import lookalike.dupes as dupes
+    import lookalike.pairs as dupes  # where the scans live (lookalike.dupes re-exports them)
     from lookalike.datasets import clustered_vectors
     from lookalike.lsh import LSHIndex
 
@@ -205,3 +205,33 @@ def test_one_default_threshold_everywhere():
     for command in (root.commands["dupes"], root.commands["spark"].commands["dupes"]):
         option = next(p for p in command.params if p.name == "threshold")
         assert option.default == DEFAULT_THRESHOLD, command.name
+
+
+def test_merged_scans_keep_each_pair_once_with_its_best_score():
+    """Rotations add scans whose pairs may repeat (either order): one row per pair, its best score."""
+    from lookalike.pairs import _exact_scan, _TopPairs
+
+    X = _unit(300, 5, 4)
+    Y = X[::-1].copy()  # "variants": row i of Y is row 299 - i of X
+    found = _TopPairs(0.8, None, symmetric=True)
+    _exact_scan(X, 0.8, found=found)
+    _exact_scan(Y, 0.8, X, found=found, skip_diagonal=True)
+    a, b, s = found.result()
+    assert (a < b).all() and len(set(zip(a.tolist(), b.tolist()))) == len(a)
+    V = Y @ X.T
+    np.fill_diagonal(V, -1)  # an image's variant against itself is no pair
+    best = np.maximum(X @ X.T, V)
+    best = np.maximum(best, best.T)
+    np.fill_diagonal(best, -1)
+    want = {(i, j) for i, j in zip(*np.nonzero(best >= 0.8)) if i < j}
+    assert set(zip(a.tolist(), b.tolist())) == want
+    assert np.allclose(s, best[a, b], atol=1e-6)
+
+
+def test_dupes_still_exports_its_api():
+    """Issue 17 split dupes.py into pairs, grouping and review; ``lookalike.dupes`` keeps every name."""
+    import lookalike.dupes as dupes
+
+    for name in dupes.__all__:
+        assert hasattr(dupes, name), name
+    assert dupes.find_pairs.__module__ == "lookalike.pairs" and dupes.review_groups.__module__ == "lookalike.dupes"
