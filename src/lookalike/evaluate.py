@@ -7,44 +7,25 @@ from collections.abc import Sequence
 import numpy as np
 
 from .dupes import DEFAULT_THRESHOLD
+from .expansion import (  # noqa: F401 (re-exported: they lived here before lookalike.expansion)
+    DEFAULT_DBA,
+    DEFAULT_EXPAND,
+    RAW_WEIGHT,
+    database_augment,
+    expand_queries,
+    rerank,
+    reranks,
+)
 from .search import exact_topk
 
 
-def expand_queries(queries: np.ndarray, database: np.ndarray, n: int, *, alpha: float = 3.0,
-                   exclude: np.ndarray | None = None) -> np.ndarray:
-    """Alpha-weighted query expansion (Radenovic et al.); returns unit vectors.
-
-    Adds the top-``n`` neighbours, weighted by their similarity to the power ``alpha``, to each query.
-    """
-    scores, rows = exact_topk(database, queries, n, exclude=exclude)
-    w = np.maximum(scores, 0) ** alpha
-    gathered = np.asarray(database[rows.reshape(-1)], np.float32).reshape(*rows.shape, -1)  # only these rows
-    Q = queries + np.einsum("qn,qnd->qd", w, gathered)
-    return Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
-
-
-def database_augment(database: np.ndarray, n: int, *, alpha: float = 3.0) -> np.ndarray:
-    """alpha-weighted database-side augmentation (alpha-DBA, Radenovic et al.).
-
-    Each vector is replaced by itself plus its ``n`` nearest other vectors weighted by
-    similarity to the power ``alpha``, re-normalised: images move towards the dense part of
-    their neighbourhood, so a query close to some of them reaches the others too. Exact
-    (blockwise) neighbours: O(n^2 d) once per collection.
-    """
-    X = np.asarray(database, np.float32)
-    rows_all = np.arange(len(X))
-    scores, rows = exact_topk(X, X, n, exclude=rows_all)
-    w = np.maximum(scores, 0) ** alpha
-    out = np.empty_like(X)
-    for i in range(0, len(X), 4096):  # bounded temporary (block, n, d)
-        sl = slice(i, i + 4096)
-        out[sl] = X[sl] + np.einsum("qn,qnd->qd", w[sl], X[rows[sl]])
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
-def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10, *, expand: int = 0,
-                    dba: int = 0) -> dict:
+def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10, *, expand: int | None = None,
+                    dba: int | None = None) -> dict:
     """Leave-one-out class retrieval: every image queries all the others.
+
+    By default it measures what `search` returns by default (:func:`lookalike.expansion.reranks`):
+    for 1,000 to 20,000 images the DBA + QE re-ranking of a shortlist, else plain cosine. Giving
+    ``expand`` or ``dba`` (0 included) measures that setting instead, on the whole collection.
 
     Parameters
     ----------
@@ -52,9 +33,9 @@ def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10, 
         Unit vectors.
     labels : sequence of str, length n
     k : int, default 10
-    expand : int, default 0
+    expand : int, optional
         If > 0, alpha-query-expansion with this many neighbours before ranking.
-    dba : int, default 0
+    dba : int, optional
         If > 0, rank against the database after alpha-DBA with this many neighbours (the
         query is the image's own, un-augmented embedding; with ``expand`` its expansion uses
         the augmented database).
@@ -63,21 +44,32 @@ def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10, 
     -------
     dict
         ``p_at_1``, ``p_at_k`` (mean precision of the top 1 / top k) and ``map`` (mean
-        average precision over the full ranking), plus ``n`` and ``k``.
+        average precision over the full ranking), plus ``n``, ``k``, ``expand``, ``dba`` and
+        ``reranked`` (whether it is `search`'s default shortlist re-ranking: P@1 and P@k are
+        then exactly what `search` returns; mAP ranks every image as the re-ranking would if
+        its shortlist held them all).
     """
     emb = np.asarray(embeddings, dtype=np.float32)
     lab = np.asarray(labels)
     n = len(lab)
     _, codes = np.unique(lab, return_inverse=True)
+    auto = expand is None and dba is None
+    reranked = auto and reranks(n)
+    expand, dba = (DEFAULT_EXPAND, DEFAULT_DBA) if reranked else (expand or 0, dba or 0)
     base = emb
     if dba:
         emb = database_augment(base, dba)
     queries = expand_queries(base, emb, expand, exclude=np.arange(n)) if expand else base
-    _, idx = exact_topk(emb, queries, k, exclude=np.arange(n))
+    if reranked:
+        idx, _ = rerank(base, base, k, exclude=np.arange(n), augmented=emb)
+    else:
+        _, idx = exact_topk(emb, queries, k, exclude=np.arange(n))
     same = codes[idx] == codes[:, None]
     aps = []
     for q0 in range(0, n, 512):  # full ranking per block of queries for mAP
         s = queries[q0 : q0 + 512] @ emb.T
+        if reranked:  # the re-ranking's blend of the plain cosine (expansion.RAW_WEIGHT)
+            s = RAW_WEIGHT * (base[q0 : q0 + 512] @ base.T) + (1 - RAW_WEIGHT) * s
         rows = np.arange(s.shape[0])
         s[rows, q0 + rows] = -np.inf
         order = np.argsort(-s, axis=1)[:, :-1]
@@ -91,6 +83,7 @@ def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10, 
         "k": k,
         "expand": expand,
         "dba": dba,
+        "reranked": reranked,
         "p_at_1": float(same[:, 0].mean()),
         "p_at_k": float(same.mean()),
         "map": float(np.concatenate(aps).mean()),
@@ -371,7 +364,8 @@ def find_twins(paths: Sequence[str], rows: np.ndarray, database, *, min_cosine: 
 
 def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 10, labels=None,
                           threshold: float = DUPES_THRESHOLD, seed: int = 0, twins: dict | None = None,
-                          negatives: int = NEGATIVE_SAMPLE, purity_sample: int = 2000) -> dict:
+                          negatives: int = NEGATIVE_SAMPLE, purity_sample: int = 2000,
+                          reranked: bool | None = None) -> dict:
     """Score edited copies against the collection they were made from.
 
     Parameters
@@ -398,6 +392,11 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
         pairs of the pair precision.
     purity_sample : int, default 2000
         Other collection images added to the copies for the group-purity measure.
+    reranked : bool, optional
+        Rank for recall@1 / recall@k as `search` does by default (DBA + QE re-ranking of a
+        shortlist, :func:`lookalike.expansion.rerank`); default: when `search` would
+        (:func:`lookalike.expansion.reranks`). Scores, ``found``, precision and purity are raw
+        cosines, as `dupes` sees them.
 
     Returns
     -------
@@ -419,7 +418,9 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
     lab = None if labels is None else np.asarray(labels)
     thresholds = sorted(set(SCALE_THRESHOLDS) | {float(threshold)})
     twins = {int(r): list(v) for r, v in (twins or {}).items()}
-    out = {"originals": m, "k": k, "threshold": threshold, "negatives": len(neg),
+    reranked = reranks(n) if reranked is None else bool(reranked)
+    augmented = database_augment(db, DEFAULT_DBA) if reranked else None
+    out = {"originals": m, "k": k, "threshold": threshold, "negatives": len(neg), "reranked": reranked,
            "twins": sum(len(v) for v in twins.values()), "edits": {}}
     related = neg[None, :] == rows[:, None]  # a copy's own original (and its twins) are no negatives
     for i, r in enumerate(rows):
@@ -429,7 +430,7 @@ def score_near_duplicates(database, rows: np.ndarray, edits: dict, *, k: int = 1
     n_pairs = n_pairs_main = 0
     for name, vecs in edits.items():
         vecs = np.asarray(vecs, np.float32)
-        _, found = exact_topk(db, vecs, k)
+        found = rerank(db, vecs, k, augmented=augmented)[0] if reranked else exact_topk(db, vecs, k)[1]
         hit = found == rows[:, None]
         ranks = np.where(hit.any(1), hit.argmax(1) + 1, k + 1)
         pos = np.einsum("ij,ij->i", vecs, db[rows])

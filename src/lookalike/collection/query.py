@@ -161,11 +161,12 @@ class QueryMixin:
         cols = self._snap.cols
         return r if st.st_size == cols["size"][r] and st.st_mtime_ns == cols["mtime_ns"][r] else -1
 
-    def search_many(self, paths, k: int = 10, *, method: str = "auto", batch_size: int = 32, expand: int = 0,
-                    exclude_self: bool = False):
+    def search_many(self, paths, k: int = 10, *, method: str = "auto", batch_size: int = 32,
+                    expand: int | None = None, exclude_self: bool = False):
         """Search with many query files (decoded in worker threads, embedded in batches).
 
-        ``exclude_self``: an indexed query file is left out of its own results.
+        ``exclude_self``: an indexed query file is left out of its own results; ``method`` and
+        ``expand`` as in :meth:`search`.
 
         Returns
         -------
@@ -186,26 +187,39 @@ class QueryMixin:
             out += [(r.path, next(hits), None) if r.vector is not None else (r.path, None, r.reason) for r in batch]
         return out
 
-    def search(self, query, k: int = 10, *, method: str = "auto", expand: int = 0,
+    def search(self, query, k: int = 10, *, method: str = "auto", expand: int | None = None,
                exclude_self: bool = False) -> list[Hit]:
         """The ``k`` most similar images to ``query``, best first.
+
+        By default (``method="auto"``, ``expand=None``) a collection of 1,000 to 20,000 images
+        is searched with re-ranking (:func:`lookalike.expansion.rerank`): the 100 nearest by
+        cosine, re-ranked by database-side augmentation (DBA 10) and query expansion (QE 5),
+        blended with the plain cosine: +4.8 points P@10 on the Caltech-101 dev sample (0.826 ->
+        0.874). Smaller collections (where it does not help) and larger ones (LSH's) rank by
+        plain cosine. `dupes` never re-ranks.
 
         Parameters
         ----------
         query : path, PIL image, bytes, or ndarray (dim,)
         k : int, default 10
         method : {"auto", "exact", "lsh"}, default "auto"
-            ``auto`` uses the LSH index when the collection has one and at least
-            ``LSH_MIN_IMAGES`` images (and no DBA), else exact search. LSH results are
-            approximate; their scores are exact cosines.
-        expand : int, default 0
-            alpha-query-expansion with the top ``expand`` results.
+            ``auto`` re-ranks as above, else uses the LSH index when the collection has one and
+            at least ``LSH_MIN_IMAGES`` images (and no stored DBA), else exact search.
+            ``exact`` and ``lsh`` rank by plain cosine (against the stored DBA vectors, if
+            ``index --dba`` made them), without re-ranking. LSH results are approximate.
+        expand : int, optional
+            ``None``: the default above. ``0``: no re-ranking, plain cosine (``search
+            --no-expand``). ``N > 0``: alpha-query-expansion with the top ``N`` results of the
+            whole collection (and its stored DBA vectors, if any), instead of the re-ranking.
         exclude_self : bool, default False
             Leave a query that is an indexed, unchanged file out of its own results.
 
         Returns
         -------
         list of Hit
+            ``score`` is the cosine of the query to the image (of the expanded query to the
+            stored DBA vector with ``expand=N`` or stored DBA); re-ranked results are in ranking
+            order, so their scores need not descend.
         """
         ex = None
         if exclude_self and isinstance(query, (str, os.PathLike)):
@@ -230,8 +244,39 @@ class QueryMixin:
                                   "off with --dba 0).")
         return method
 
+    def reranks(self, method: str = "auto", expand: int | None = None) -> bool:
+        """Whether a search with these settings re-ranks (see :meth:`search`)."""
+        from ..expansion import reranks
+
+        return method == "auto" and expand is None and reranks(len(self))
+
+    def _rerank_state(self):
+        """The raw matrix and DBA-vector cache of the current generation, for re-ranking (built on first use)."""
+        state = getattr(self, "_rerank_cache", None)
+        if state is None or state[0] is not self._snap:
+            state = (self._snap, np.asarray(self._snap.rows, np.float32), {})
+            self._rerank_cache = state
+        return state
+
+    def _rerank(self, vectors: np.ndarray, k: int, exclude_rows) -> list[list[Hit]]:
+        from ..expansion import DEFAULT_DBA, augment_rows, rerank
+
+        _, matrix, cache = self._rerank_state()
+
+        def augment(rows: np.ndarray) -> np.ndarray:
+            missing = np.array([r for r in rows.tolist() if r not in cache], np.int64)
+            if len(missing):
+                for r, v in zip(missing.tolist(), augment_rows(matrix, missing, DEFAULT_DBA)):
+                    cache[r] = v
+            return np.stack([cache[r] for r in rows.tolist()])
+
+        stored = bool(self.manifest.get("dba")) and not self.dba_stale
+        rows, scores = rerank(matrix, vectors, k, exclude=exclude_rows,
+                              augmented=self.search_matrix if stored else None, augment=augment)
+        return [self._hits(s, r) for s, r in zip(scores, rows)]
+
     def search_vectors(self, vectors: np.ndarray, k: int = 10, *, method: str = "auto",
-                       exclude_rows: np.ndarray | None = None, expand: int = 0) -> list[list[Hit]]:
+                       exclude_rows: np.ndarray | None = None, expand: int | None = None) -> list[list[Hit]]:
         """Top-``k`` for each row of ``vectors`` ``(q, dim)``; see :meth:`search`.
 
         ``exclude_rows``: a row to leave out per query (the query itself); LSH then asks
@@ -240,8 +285,11 @@ class QueryMixin:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        if expand > 0:
-            from ..evaluate import expand_queries
+        if self.reranks(method, expand):
+            self.resolve_method(method)
+            return self._rerank(vectors, k, exclude_rows)
+        if expand:
+            from ..expansion import expand_queries
 
             vectors = expand_queries(vectors, self.search_matrix, min(expand, len(self)), exclude=exclude_rows)
         if self.resolve_method(method) == "lsh":
