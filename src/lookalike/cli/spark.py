@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..dupes import DEFAULT_THRESHOLD
-from .common import check_choice, exit_on, out, require_extra
+from .common import exit_on, out, require_extra
 from .options import DEFAULT_DB, DbOpt, FormatOpt, MasterOpt, ThresholdOpt
 from .render import print_json
 
@@ -84,9 +84,11 @@ def dupes(
     master: MasterOpt = None,
 ):
     """All-pairs near-duplicates on Spark: pairs and groups with a suggested keeper. Never deletes files."""
+    from ..spark.data import check_method
     from ..spark.dupes import METHODS, spark_dupes
 
-    check_choice("--method", method, METHODS)  # before Spark starts
+    with exit_on(ValueError):
+        check_method(method, METHODS)  # the library's check, before Spark starts
     res = _run_job(master, "lookalike-dupes", spark_dupes, source, out_path, threshold=threshold, method=method,
                    target_recall=target_recall, n_bands=bands, n_bits=bits, n_tables=tables,
                    bucket_length=bucket_length)
@@ -121,9 +123,11 @@ def search(
     master: MasterOpt = None,
 ):
     """Find the k most similar images for many queries at once, on Spark."""
+    from ..spark.data import check_method
     from ..spark.search import METHODS, spark_search
 
-    check_choice("--method", method, METHODS)  # before Spark starts
+    with exit_on(ValueError):
+        check_method(method, METHODS)  # the library's check, before Spark starts
     res = _run_job(master, "lookalike-search", spark_search, queries, collection, out_path, k=k, method=method)
     if fmt == "json":
         print_json({"k": k, "method": method, "results": res.results, "errors": res.errors})

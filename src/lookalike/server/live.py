@@ -17,11 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..collection import Collection
+from ..collection import MANIFEST, Collection
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 # Seconds between two stats of the manifest (one syscall; at most once per interval, whatever the load).
 CHECK_INTERVAL_S = 1.0
 # Manifest keys that decide whether the loaded encoder still fits a new generation.
