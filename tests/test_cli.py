@@ -302,3 +302,12 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path, image_folder, monkeypat
     res = runner.invoke(app, ["index", str(image_folder), "--db", str(tmp_path / "db")])
     assert res.exit_code == 130 and "interrupted: the images embedded so far are saved" in res.output
     assert "Traceback" not in res.output
+
+
+def test_eval_says_when_it_measured_the_default_re_ranking(db, tmp_path, monkeypatch):
+    monkeypatch.setattr("lookalike.evaluate.reranks", lambda n: True)  # as for 1,000-20,000 images
+    out = tmp_path / "e.json"
+    res = runner.invoke(app, ["eval", "--db", str(db), "-k", "3", "--near-dup", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "leave-one-out, re-ranked as search does by default)" in " ".join(res.output.split())
+    assert json.loads(out.read_text())["class_retrieval"]["reranked"] is True

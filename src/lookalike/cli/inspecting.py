@@ -162,7 +162,8 @@ def _print_quality(results: dict, *, k: int, expand: int, dba: int) -> None:
 
     if "class_retrieval" in results:
         r = results["class_retrieval"]
-        out.print(f"class retrieval ({r['n']} images, leave-one-out): {scores(r)}", highlight=False)
+        how = ", re-ranked as search does by default" if r.get("reranked") else ""
+        out.print(f"class retrieval ({r['n']} images, leave-one-out{how}): {scores(r)}", highlight=False)
     if "class_retrieval_expanded" in results:
         out.print(f"  with query expansion ({expand}): {scores(results['class_retrieval_expanded'])}",
                   highlight=False)
