@@ -84,11 +84,11 @@ def mid_collection(tmp_path):
     return Collection.open(tmp_path / "db"), X
 
 
-def test_search_reranks_by_default_and_expand_zero_turns_it_off(mid_collection):
+def test_search_reranks_by_default_and_exact_turns_it_off(mid_collection):
     col, _ = mid_collection
     X = np.asarray(col.embeddings, np.float32)  # as stored (float16)
     Q = clustered_vectors(4, n_clusters=40, seed=8)
-    assert col.reranks() and not col.reranks(expand=0) and not col.reranks("exact")
+    assert col.reranks() and col.resolve_method("auto") == "rerank" and not col.reranks("exact")
     default = col.search_vectors(Q, 10)
     want, _ = rerank(X, Q, 10)
     for hits, rows, q in zip(default, want, Q):
@@ -96,9 +96,15 @@ def test_search_reranks_by_default_and_expand_zero_turns_it_off(mid_collection):
         assert np.allclose([h.score for h in hits], X[rows] @ q, atol=1e-5)
     assert [h.id for h in col.search(Q[0], k=10)] == [h.id for h in default[0]]
     plain = exact_topk(X, Q, 10)[1]
-    for method_kw in ({"expand": 0}, {"method": "exact"}):
-        got = col.search_vectors(Q, 10, **method_kw)
-        assert [[h.id for h in hs] for hs in got] == [[int(col.ids[r]) for r in rows] for rows in plain]
+    got = col.search_vectors(Q, 10, method="exact")
+    assert [[h.id for h in hs] for hs in got] == [[int(col.ids[r]) for r in rows] for rows in plain]
+    # what the CLI and the server do: resolve "auto" first, pass the result on (expand 0 = no flag)
+    got = col.search_vectors(Q, 10, method=col.resolve_method("auto"), expand=0)
+    assert [[h.id for h in hs] for hs in got] == [[h.id for h in hs] for hs in default]
+    # search --expand 3: the re-ranking with 3 expansion neighbours
+    want3, _ = rerank(X, Q, 10, expand=3)
+    got = col.search_vectors(Q, 10, expand=3)
+    assert [[h.id for h in hs] for hs in got] == [[int(col.ids[r]) for r in rows] for rows in want3]
     assert [[h.id for h in hs] for hs in default] != [[int(col.ids[r]) for r in rows] for rows in plain]
     # leaving the query out (search exclude_self), as in leave-one-out eval
     got = col.search_vectors(X[:2], 5, exclude_rows=np.array([0, 1]))

@@ -191,35 +191,37 @@ class QueryMixin:
                exclude_self: bool = False) -> list[Hit]:
         """The ``k`` most similar images to ``query``, best first.
 
-        By default (``method="auto"``, ``expand=None``) a collection of 1,000 to 20,000 images
-        is searched with re-ranking (:func:`lookalike.expansion.rerank`): the 100 nearest by
+        By default (``method="auto"``) a collection of 1,000 to 20,000 images is searched with
+        re-ranking (method ``"rerank"``, :func:`lookalike.expansion.rerank`): the 100 nearest by
         cosine, re-ranked by database-side augmentation (DBA 10) and query expansion (QE 5),
         blended with the plain cosine: +4.8 points P@10 on the Caltech-101 dev sample (0.826 ->
         0.874). Smaller collections (where it does not help) and larger ones (LSH's) rank by
-        plain cosine. `dupes` never re-ranks.
+        plain cosine; ``method="exact"`` (``search --exact``) turns re-ranking off. `dupes`
+        never re-ranks.
 
         Parameters
         ----------
         query : path, PIL image, bytes, or ndarray (dim,)
         k : int, default 10
-        method : {"auto", "exact", "lsh"}, default "auto"
+        method : {"auto", "rerank", "exact", "lsh"}, default "auto"
             ``auto`` re-ranks as above, else uses the LSH index when the collection has one and
             at least ``LSH_MIN_IMAGES`` images (and no stored DBA), else exact search.
-            ``exact`` and ``lsh`` rank by plain cosine (against the stored DBA vectors, if
-            ``index --dba`` made them), without re-ranking. LSH results are approximate.
+            ``rerank`` re-ranks whatever the size. ``exact`` and ``lsh`` rank by cosine (to the
+            stored DBA vectors, if ``index --dba`` made them), without re-ranking. LSH results
+            are approximate.
         expand : int, optional
-            ``None``: the default above. ``0``: no re-ranking, plain cosine (``search
-            --no-expand``). ``N > 0``: alpha-query-expansion with the top ``N`` results of the
-            whole collection (and its stored DBA vectors, if any), instead of the re-ranking.
+            Query-expansion neighbours: with ``rerank``, instead of its 5; with ``exact`` or
+            ``lsh``, alpha-query-expansion with the top ``N`` results of the whole collection.
+            ``None`` or 0: the method's default (none for ``exact`` and ``lsh``).
         exclude_self : bool, default False
             Leave a query that is an indexed, unchanged file out of its own results.
 
         Returns
         -------
         list of Hit
-            ``score`` is the cosine of the query to the image (of the expanded query to the
-            stored DBA vector with ``expand=N`` or stored DBA); re-ranked results are in ranking
-            order, so their scores need not descend.
+            ``score`` is the cosine of the query to the image (with ``exact``/``lsh``, of the
+            expanded query to the stored DBA vector when those are used); re-ranked results are
+            in ranking order, so their scores need not descend.
         """
         ex = None
         if exclude_self and isinstance(query, (str, os.PathLike)):
@@ -228,12 +230,15 @@ class QueryMixin:
         return self.search_vectors(self.embed(query)[None, :], k, method=method, expand=expand, exclude_rows=ex)[0]
 
     def resolve_method(self, method: str = "auto") -> str:
-        """Which search ``method`` will actually run: "exact" or "lsh"."""
+        """Which search ``method`` will actually run: "rerank", "exact" or "lsh"."""
+        from ..expansion import reranks
         from . import LSH_MIN_IMAGES
 
-        if method not in ("auto", "exact", "lsh"):
-            raise ValueError(f"Unknown search method {method!r}; expected 'auto', 'exact' or 'lsh'")
+        if method not in ("auto", "rerank", "exact", "lsh"):
+            raise ValueError(f"Unknown search method {method!r}; expected 'auto', 'rerank', 'exact' or 'lsh'")
         dba_on = bool(self.manifest.get("dba")) and not self.dba_stale
+        if method == "auto" and reranks(len(self)):
+            return "rerank"
         if method == "auto":
             return "lsh" if len(self) >= LSH_MIN_IMAGES and self.manifest.get("lsh") and not dba_on else "exact"
         if method == "lsh" and not self.manifest.get("lsh"):
@@ -244,11 +249,9 @@ class QueryMixin:
                                   "off with --dba 0).")
         return method
 
-    def reranks(self, method: str = "auto", expand: int | None = None) -> bool:
-        """Whether a search with these settings re-ranks (see :meth:`search`)."""
-        from ..expansion import reranks
-
-        return method == "auto" and expand is None and reranks(len(self))
+    def reranks(self, method: str = "auto") -> bool:
+        """Whether a search with ``method`` re-ranks (see :meth:`search`)."""
+        return self.resolve_method(method) == "rerank"
 
     def _rerank_state(self):
         """The raw matrix and DBA-vector cache of the current generation, for re-ranking (built on first use)."""
@@ -258,7 +261,7 @@ class QueryMixin:
             self._rerank_cache = state
         return state
 
-    def _rerank(self, vectors: np.ndarray, k: int, exclude_rows) -> list[list[Hit]]:
+    def _rerank(self, vectors: np.ndarray, k: int, exclude_rows, expand: int) -> list[list[Hit]]:
         from ..expansion import DEFAULT_DBA, augment_rows, rerank
 
         _, matrix, cache = self._rerank_state()
@@ -271,7 +274,7 @@ class QueryMixin:
             return np.stack([cache[r] for r in rows.tolist()])
 
         stored = bool(self.manifest.get("dba")) and not self.dba_stale
-        rows, scores = rerank(matrix, vectors, k, exclude=exclude_rows,
+        rows, scores = rerank(matrix, vectors, k, exclude=exclude_rows, expand=expand,
                               augmented=self.search_matrix if stored else None, augment=augment)
         return [self._hits(s, r) for s, r in zip(scores, rows)]
 
@@ -285,14 +288,16 @@ class QueryMixin:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        if self.reranks(method, expand):
-            self.resolve_method(method)
-            return self._rerank(vectors, k, exclude_rows)
+        how = self.resolve_method(method)
+        if how == "rerank":
+            from ..expansion import DEFAULT_EXPAND
+
+            return self._rerank(vectors, k, exclude_rows, expand or DEFAULT_EXPAND)
         if expand:
             from ..expansion import expand_queries
 
             vectors = expand_queries(vectors, self.search_matrix, min(expand, len(self)), exclude=exclude_rows)
-        if self.resolve_method(method) == "lsh":
+        if how == "lsh":
             extra = 1 if exclude_rows is not None else 0
             scores, ids = self.lsh.kneighbors(vectors, k + extra)
             out = []
