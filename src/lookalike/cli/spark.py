@@ -30,10 +30,16 @@ def _session(master: str | None, app_name: str, threads: int = 1):
     return spark_session(master, app_name, **{"spark.executorEnv.LOOKALIKE_THREADS": str(threads)})
 
 
-def _run_job(master: str | None, app_name: str, job, *args, threads: int = 1, **kwargs):
-    """Run ``job(spark, *args, **kwargs)`` in a session that is always stopped; bad input -> a clear exit."""
-    from ..spark.data import SparkInputError
+def _run_job(master: str | None, app_name: str, job, *args, threads: int = 1, methods=None, **kwargs):
+    """Run ``job(spark, *args, **kwargs)`` in a session that is always stopped; bad input -> a clear exit.
 
+    ``methods``: the job's method names, the ``method`` keyword is checked against them before Spark starts.
+    """
+    from ..spark.data import SparkInputError, check_method
+
+    if methods is not None:
+        with exit_on(ValueError):
+            check_method(kwargs["method"], methods)
     spark = _session(master, app_name, threads)
     try:
         with exit_on(SparkInputError, ValueError):
@@ -84,13 +90,10 @@ def dupes(
     master: MasterOpt = None,
 ):
     """All-pairs near-duplicates on Spark: pairs and groups with a suggested keeper. Never deletes files."""
-    from ..spark.data import check_method
     from ..spark.dupes import METHODS, spark_dupes
 
-    with exit_on(ValueError):
-        check_method(method, METHODS)  # the library's check, before Spark starts
-    res = _run_job(master, "lookalike-dupes", spark_dupes, source, out_path, threshold=threshold, method=method,
-                   target_recall=target_recall, n_bands=bands, n_bits=bits, n_tables=tables,
+    res = _run_job(master, "lookalike-dupes", spark_dupes, source, out_path, methods=METHODS, threshold=threshold,
+                   method=method, target_recall=target_recall, n_bands=bands, n_bits=bits, n_tables=tables,
                    bucket_length=bucket_length)
     if fmt == "json":
         print_json({"threshold": threshold, "method": method, "images": res.n_vectors, "seconds": res.seconds,
@@ -123,12 +126,10 @@ def search(
     master: MasterOpt = None,
 ):
     """Find the k most similar images for many queries at once, on Spark."""
-    from ..spark.data import check_method
     from ..spark.search import METHODS, spark_search
 
-    with exit_on(ValueError):
-        check_method(method, METHODS)  # the library's check, before Spark starts
-    res = _run_job(master, "lookalike-search", spark_search, queries, collection, out_path, k=k, method=method)
+    res = _run_job(master, "lookalike-search", spark_search, queries, collection, out_path, methods=METHODS, k=k,
+                   method=method)
     if fmt == "json":
         print_json({"k": k, "method": method, "results": res.results, "errors": res.errors})
         return
