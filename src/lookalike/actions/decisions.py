@@ -73,7 +73,7 @@ def chosen_groups(col, choices, threshold: float) -> list:
     ValueError
         An id that is not in ``col``, a keeper among its own members, or a group without members.
     """
-    from ..dupes import MemberFacts, make_group
+    from ..review import MemberFacts, make_group
 
     decisions_of: dict[str, set[int]] = {}
     for k, hashes in enumerate(load_decisions(col.path)):
