@@ -105,7 +105,7 @@ def main():
                 variants[f"flip+multiscale {S}+{big}"] = _unit(F[(S, False)][p] + F[(S, True)][p] + F[(big, False)][p]
                                                               + F[(big, True)][p])
             for v, X in variants.items():
-                plain = class_retrieval(X, labels, 10)
+                plain = class_retrieval(X, labels, 10, expand=0)
                 rr = class_retrieval(X, labels, 10, expand=5, dba=10)
                 row = {"encoder": name, "pool": p, "variant": v, "p10": round(plain["p_at_k"], 4),
                        "map": round(plain["map"], 4), "p10_dba10_qe5": round(rr["p_at_k"], 4),

@@ -25,9 +25,9 @@ print(len(paths), 'images')
 res = {}
 def post(X, name):
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
-    r = class_retrieval(X, labels, 10); res[name] = r
+    r = class_retrieval(X, labels, 10, expand=0); res[name] = r
     Xc = X - X.mean(0); Xc /= np.linalg.norm(Xc, axis=1, keepdims=True)
-    rc = class_retrieval(Xc, labels, 10); res[name + ' +centre'] = rc
+    rc = class_retrieval(Xc, labels, 10, expand=0); res[name + ' +centre'] = rc
     S = Xc @ Xc.T; np.fill_diagonal(S, -1); idx = np.argsort(-S, 1)[:, :3]
     w = np.maximum(np.take_along_axis(S, idx, 1), 0) ** 3
     Q = Xc + (w[:, :, None] * Xc[idx]).sum(1); Q /= np.linalg.norm(Q, axis=1, keepdims=True)

@@ -302,6 +302,10 @@ def int8_main(args):
         cache = args.cache.with_name(args.cache.stem + f"-{engine}.npy")
         if cache.exists():
             X = np.load(cache)
+        elif engine == "onnx":  # the candidates run's crop + full is the float balanced embedding
+            z = np.load(args.cache)
+            X = _unit(_unit(z["crop-False-0"]) + _unit(z["full-False-0"])).astype(np.float32)
+            np.save(cache, X)
         else:
             enc = get_encoder(prof.encoder, engine, views=prof.views)
             if engine == "onnx-int8":
