@@ -1,34 +1,14 @@
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+
+from lookalike.testing import synthetic_image  # noqa: F401 (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Exported ONNX models are cached across test runs (export takes ~15 s).
 os.environ.setdefault("LOOKALIKE_CACHE", str(ROOT / ".pytest_cache" / "lookalike-models"))
 DATA = Path(os.environ.get("LOOKALIKE_DATA", ROOT.parent / "shared" / "data"))
-
-
-def synthetic_image(seed: int, size=(160, 120)) -> Image.Image:
-    """A seeded picture of coloured shapes on a gradient: distinct per seed, photo-like enough for a CNN."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = rng.integers(0, 255, 3)
-    grad = np.linspace(0, 1, w)[None, :, None] * rng.integers(-120, 120, 3)
-    arr = np.clip(base + grad + np.zeros((h, w, 3)), 0, 255).astype(np.uint8)
-    im = Image.fromarray(arr)
-    d = ImageDraw.Draw(im)
-    for _ in range(6):
-        x0, y0 = rng.integers(0, w - 20), rng.integers(0, h - 20)
-        x1, y1 = x0 + rng.integers(10, w // 2), y0 + rng.integers(10, h // 2)
-        color = tuple(int(c) for c in rng.integers(0, 255, 3))
-        if rng.random() < 0.5:
-            d.ellipse((x0, y0, x1, y1), fill=color)
-        else:
-            d.rectangle((x0, y0, x1, y1), fill=color)
-    return im
 
 
 @pytest.fixture

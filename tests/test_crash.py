@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 from conftest import synthetic_image
-from killer import run_and_kill
 
 from lookalike import Collection
+from lookalike.testing import run_and_kill
 
 pytestmark = pytest.mark.slow
 N_IMAGES = 120

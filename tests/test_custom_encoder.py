@@ -92,7 +92,8 @@ def test_relative_path_is_made_absolute_and_the_collection_remembers_the_model(t
     monkeypatch.chdir(image_folder)  # reopened from elsewhere: the absolute path still finds the model
     again = Collection.open(tmp_path / "db")
     res = again.search(image_folder / "cats" / "img_01.jpg", k=1)
-    assert res  # the query is embedded with the same model
+    # The query is embedded with the same model: it finds itself, with cosine 1.
+    assert res[0].path.endswith("img_01.jpg") and res[0].score > 0.999
     # Another model at the same path: the collection refuses to mix embeddings.
     tiny_model(tmp_path / "tiny.onnx", pooled=True, input_name="other")
     with pytest.raises(Exception, match="differ"):

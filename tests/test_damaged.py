@@ -4,10 +4,10 @@ file indexed, every bad file skipped with a reason; EXIF-rotated copies embed li
 import numpy as np
 import pytest
 from conftest import real_photo
-from damaged import build_corpus
 from PIL import Image
 
 from lookalike import Collection
+from lookalike.testing import build_corpus
 
 pytestmark = pytest.mark.slow
 
