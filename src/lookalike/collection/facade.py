@@ -186,9 +186,10 @@ class Collection(QueryMixin):
         views : sequence of {"crop", "full"}, optional
             What each embedding is pooled from (stored; default ``encoders.DEFAULT_VIEWS``).
         rotations : bool or sequence of {"rot90", "rot180", "rot270"}, default False
-            Also store the embeddings of each image turned by 90, 180 and 270 degrees, so
-            ``dupes`` finds rotated copies (3 more forward passes and 3x the embeddings' disk
-            per image; search is unchanged). See :mod:`lookalike.rotations`.
+            True: also store the embeddings of each image turned by 90 and 180 degrees, so
+            ``dupes`` finds copies turned by 90, 180 or 270 degrees (about 3x the encode time
+            and the embeddings' disk; search is unchanged). A sequence names the turns to
+            store. See :mod:`lookalike.rotations`.
         """
         path = Path(path).expanduser()
         if dtype not in ("float16", "float32"):
