@@ -207,3 +207,18 @@ def test_near_duplicate_pairs_over_segments_match_exact_search(tmp_path, monkeyp
     assert len(found) == len(set(found)), "each pair once"
     assert set(found) <= exact, "no pair below the threshold"
     assert len(exact) >= 150 and len(set(found) & exact) / len(exact) >= 0.95
+
+
+def test_lsh_rebuilt_with_other_settings_is_read_afresh_in_the_same_process(tmp_path, monkeypatch):
+    """The rebuilt tables keep the segment's file name: the writer's segment must not read the old file."""
+    from lookalike.collection import artifacts
+
+    monkeypatch.setattr(artifacts, "LSH_MIN_SEGMENT", 500)
+    X = clustered_vectors(1_200, seed=8)
+    col = Collection.create(tmp_path / "db", dtype="float32")
+    col.import_parquet(write_spark_output(tmp_path / "spark", 1_200, vectors=X))
+    col.build_lsh(target_recall=0.9)
+    assert col.lsh.kneighbors(X[:3], 5)[1][:, 0].tolist() == col.ids[:3].tolist()
+    col.build_lsh(target_recall=0.95)  # new tables under the same name
+    assert col.lsh.kneighbors(X[:3], 5)[1][:, 0].tolist() == col.ids[:3].tolist()
+    assert Collection.open(col.path).verify()

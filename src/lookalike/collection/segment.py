@@ -292,6 +292,9 @@ class Segment:
 
     def replace_entry(self, entry: dict) -> None:
         """Take a new manifest entry with the same rows (its LSH or variants file swapped)."""
+        if entry.get("lsh") != self.entry.get("lsh") and self._lsh_fh is not None:
+            self._lsh_fh.close()  # a rebuilt LSH file has the old one's name: read it afresh
+            self._lsh_fh = None
         if entry.get("var") != self.entry.get("var"):
             if self._var_fh is not None:
                 self._var_fh.close()
