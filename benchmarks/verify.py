@@ -1,0 +1,316 @@
+"""Does geometric verification (SIFT + ratio test + RANSAC affine) recover the hard near-duplicates?
+
+    python benchmarks/verify.py [--cache /tmp/qd-cache.npz] [--features /tmp/verify-features.pkl]
+
+Not a test. Issue 15: at the `dupes` default threshold (0.88) the hard edits of the near-duplicate
+suite score 0.6-0.88 against their original, inside the range of same-class photos. Here pairs in a
+cosine band below the threshold are checked with local features (:mod:`lookalike.verify`) and the
+pair counts when enough matches agree with one affine map.
+
+Data: the suite of benchmarks/quality_default.py (seeded 2,000 of the Caltech-101 dev sample,
+100 originals x 20 edits, seed 0), with the default (`balanced`: crop + whole frame) embeddings
+from its ``--cache`` (the copies are re-made from the same seed; a few are re-embedded to check
+they are the cached ones). The originals are split in two seeded halves: the rule (band, minimum
+inliers) is chosen on one, everything reported on the other.
+
+Measured per half:
+
+* positives: every (original, copy) pair; verified when its cosine is in the band;
+* hard negatives, all with cosine in the band: (a) copy vs an unrelated collection image, the
+  suite's own unrelated pairs (a stratified sample: all >= 0.80, a seeded sample below), same-class
+  ones counted apart; (b) copies of two different originals made by the same edit (a watermark vs
+  a watermark: the overlay itself could match); (c) two unrelated collection images (what a real
+  collection's `dupes` run meets; the count per 10,000 images gives the cost at scale);
+* the combined rule: pair = cosine >= 0.88 OR (cosine in band AND verified): found per edit and
+  pair precision (suite definition: copies vs unrelated collection images, 90/180-degree turns
+  left out of both), false verifications estimated from the sample x the band's pair count;
+* cost: features per image (decode excluded), match + RANSAC per pair.
+
+Writes benchmarks/results/verify.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+THRESHOLD = 0.88
+LOWS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80)  # candidate lower ends of the band
+FLOOR = min(LOWS)
+INLIERS = tuple(range(6, 61, 2))
+COVERAGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # minimum share of an image the inliers' convex hull covers
+TARGET_PRECISION = 0.995  # chosen on the tune half with margin; the issue asks >= 0.99
+MAX_OTHER = 0.002  # at most this share of the (b), (c) hard negatives verified on the tune half
+
+
+def _unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/qd-cache.npz"),
+                    help="pooled features of benchmarks/quality_default.py (2,000 images + 2,000 copies, seed 0)")
+    ap.add_argument("--features", type=Path, default=Path("/tmp/verify-features.pkl"), help="SIFT features cache")
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--originals", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split-seed", type=int, default=1)
+    ap.add_argument("--negatives", type=int, default=2500, help="sampled (a) pairs below 0.80 per half")
+    ap.add_argument("--pairs-b", type=int, default=1000, help="sampled (b) pairs per half")
+    ap.add_argument("--pairs-c", type=int, default=1500, help="sampled (c) pairs per half")
+    args = ap.parse_args()
+
+    import cv2
+
+    from lookalike import evaluate as ev
+    from lookalike import verify as vf
+    from lookalike.images import decode
+    from pooling import sample
+
+    cv2.setNumThreads(1)
+    t_start = time.time()
+    paths, labels = sample()
+    keep = np.sort(np.random.default_rng(args.seed).choice(len(paths), args.images, replace=False))
+    paths, labels = [paths[i] for i in keep], np.asarray([labels[i] for i in keep])
+    n = len(paths)
+    z = np.load(args.cache)
+    X = _unit(_unit(z["crop-False-0"]) + _unit(z["full-False-0"])).astype(np.float32)
+    names = list(ev.EDIT_NAMES)
+    assert len(X) == n + args.originals * len(names), "cache is not this suite"
+    db, E = X[:n], X[n:].reshape(len(names), args.originals, -1)
+    rng = np.random.default_rng(args.seed)
+    rows = np.sort(rng.choice(n, args.originals, replace=False))
+    ims = {int(r): decode(paths[r]).image for r in rows}
+    copies = [ev.edit_image(ims[int(r)], rng) for r in rows]  # the same rng sequence as quality_default.py
+    print(f"{n} images, {len(rows)} originals x {len(names)} edits re-made ({time.time() - t_start:.0f} s)", flush=True)
+
+    # the copies are the cached ones: re-embed a few with the default profile
+    from lookalike.encoders import PROFILES, get_encoder
+
+    prof = PROFILES["balanced"]
+    enc = get_encoder(prof.encoder, views=prof.views)
+    chk = [(e, i) for e, i in ((names.index("watermark"), 3), (names.index("thumbnail"), 7), (names.index("crop_50"), 11))]
+    got = enc.embed_images([copies[i][names[e]] for e, i in chk])
+    agree = float(min(np.einsum("ij,ij->i", _unit(got), np.stack([E[e, i] for e, i in chk]))))
+    print(f"re-embedded copies vs cache: min cosine {agree:.4f}", flush=True)
+    assert agree > 0.99, "the cached copies are not these copies"
+
+    twins = ev.find_twins([str(p) for p in paths], rows, _unit(z["crop-False-0"][:n]))
+    split = np.random.default_rng(args.split_seed).permutation(len(rows))
+    halves = {"tune": np.sort(split[: len(rows) // 2]), "test": np.sort(split[len(rows) // 2:])}
+
+    # ---- features (cached on disk: SIFT of 2,000 images takes minutes on the shared VM)
+    feats = pickle.loads(args.features.read_bytes()) if args.features.exists() else {}
+    t_feat = []
+
+    def F(key):
+        """key: ('db', row) or ('copy', edit index, original index)."""
+        if key not in feats:
+            im = paths[key[1]] if key[0] == "db" else copies[key[2]][names[key[1]]]
+            im = decode(im).image if key[0] == "db" else im
+            t0 = time.perf_counter()
+            feats[key] = vf.features(im)
+            t_feat.append(time.perf_counter() - t0)
+        return feats[key]
+
+    t_match = []
+
+    def M(ka, kb):
+        fa, fb = F(ka), F(kb)
+        t0 = time.perf_counter()
+        k = vf.match_details(fa, fb)
+        t_match.append(time.perf_counter() - t0)
+        return k
+
+    # ---- the band's pairs
+    related = np.zeros((len(rows), n), bool)
+    related[np.arange(len(rows)), rows] = True
+    for i, r in enumerate(rows):
+        related[i, twins.get(int(r), [])] = True
+    main_edits = [j for j, e in enumerate(names) if e not in ev.ORIENTATION_EDITS]
+    out = {"benchmark": "verify", "date": time.strftime("%Y-%m-%d %H:%M"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared VM)",
+           "load_average": round(os.getloadavg()[0], 2), "opencv": cv2.__version__,
+           "method": {"features": "SIFT", "long_side": vf.LONG_SIDE, "n_features": vf.N_FEATURES, "ratio": vf.RATIO,
+                      "ransac_px": vf.RANSAC_PX, "model": "affine (cv2.estimateAffine2D, RANSAC)",
+                      "max_anisotropy": vf.MAX_ANISOTROPY},
+           "images": n, "originals": len(rows), "threshold": THRESHOLD, "halves": {}}
+    per_half = {}
+    for hname, idx in halves.items():
+        hr = np.random.default_rng(100 + len(hname))
+        t0 = time.time()
+        # positives
+        pos_cos = np.einsum("eid,id->ei", E[:, idx], db[rows[idx]])
+        pos_inl = np.zeros(pos_cos.shape + (2,))
+        for e in range(len(names)):
+            for k, i in enumerate(idx):
+                if FLOOR <= pos_cos[e, k] < THRESHOLD:
+                    pos_inl[e, k] = M(("copy", e, int(i)), ("db", int(rows[i])))
+        print(f"[{hname}] positives verified: {int(((pos_cos >= FLOOR) & (pos_cos < THRESHOLD)).sum())} pairs "
+              f"({time.time() - t0:.0f} s)", flush=True)
+        # (a) copy vs unrelated collection image
+        S = np.einsum("eid,nd->ein", E[:, idx], db)
+        S[:, related[idx]] = -np.inf
+        above = int((S[main_edits] >= THRESHOLD).sum())
+        e_, i_, c_ = np.nonzero((S >= FLOOR) & (S < THRESHOLD))
+        a_cos = S[e_, i_, c_]
+        a_main = np.isin(e_, main_edits)
+        a_same = labels[c_] == labels[rows[idx][i_]]
+        hi = np.flatnonzero(a_cos >= 0.80)
+        lo = np.flatnonzero(a_cos < 0.80)
+        lo_s = np.sort(hr.choice(lo, min(args.negatives, len(lo)), replace=False))
+        pick = np.concatenate([hi, lo_s])
+        weight = np.where(a_cos[pick] >= 0.80, 1.0, len(lo) / max(len(lo_s), 1))
+        a_inl = np.array([M(("copy", int(e_[p]), int(idx[i_[p]])), ("db", int(c_[p]))) for p in pick]).reshape(-1, 2)
+        print(f"[{hname}] (a) {len(a_cos)} copy-unrelated pairs in [{FLOOR}, {THRESHOLD}), {len(pick)} verified "
+              f"({time.time() - t0:.0f} s)", flush=True)
+        # (b) copies of two different originals, same edit
+        b_keys, b_cos = [], []
+        for e in range(len(names)):
+            V = E[e, idx]
+            s = V @ V.T
+            a, b = np.nonzero(np.triu((s >= FLOOR) & (s < THRESHOLD), 1))
+            b_keys += [(e, int(idx[x]), int(idx[y])) for x, y in zip(a, b)]
+            b_cos += list(s[a, b])
+        b_cos = np.asarray(b_cos)
+        b_pick = np.sort(hr.choice(len(b_keys), min(args.pairs_b, len(b_keys)), replace=False))
+        b_inl = np.array([M(("copy", b_keys[p][0], b_keys[p][1]), ("copy", b_keys[p][0], b_keys[p][2]))
+                          for p in b_pick]).reshape(-1, 2)
+        b_edit = np.array([names[b_keys[p][0]] for p in b_pick])
+        print(f"[{hname}] (b) {len(b_keys)} same-edit copy pairs in band, {len(b_pick)} verified "
+              f"({time.time() - t0:.0f} s)", flush=True)
+        per_half[hname] = dict(pos_cos=pos_cos, pos_inl=pos_inl, above=above, a_cos=a_cos[pick], a_inl=a_inl,
+                               a_w=weight, a_main=a_main[pick], a_same=a_same[pick], a_total=len(a_cos),
+                               b_cos=b_cos[b_pick], b_inl=b_inl, b_total=len(b_keys), b_edit=b_edit)
+    # (c) unrelated collection pairs (db x db), split by a seeded half of the collection images
+    s = db @ db.T
+    iu = np.triu_indices(n, 1)
+    twin_pairs = {(min(r, t), max(r, t)) for r, ts in twins.items() for t in ts}
+    cc = s[iu]
+    band_all = {f"{lo:.2f}": int(((cc >= lo) & (cc < THRESHOLD)).sum()) for lo in LOWS}
+    above_all = int((cc >= THRESHOLD).sum())
+    scale10k = 10_000 * 9_999 / (n * (n - 1))
+    sel = np.flatnonzero((cc >= FLOOR) & (cc < THRESHOLD))
+    sel = np.array([p for p in sel if (int(iu[0][p]), int(iu[1][p])) not in twin_pairs])
+    hr = np.random.default_rng(7)
+    c_pick = hr.choice(sel, min(2 * args.pairs_c, len(sel)), replace=False)
+    c_inl = np.array([M(("db", int(iu[0][p])), ("db", int(iu[1][p]))) for p in c_pick]).reshape(-1, 2)
+    c_same = labels[iu[0][c_pick]] == labels[iu[1][c_pick]]
+    c_cos = cc[c_pick]
+    print(f"(c) {len(sel)} collection pairs in [{FLOOR}, {THRESHOLD}), {len(c_pick)} verified", flush=True)
+    args.features.write_bytes(pickle.dumps(feats))
+    c_half = {"tune": slice(0, len(c_pick) // 2), "test": slice(len(c_pick) // 2, None)}
+
+    def V(x, k_min, c_min):
+        return (x[..., 0] >= k_min) & (x[..., 1] >= c_min)
+
+    def evaluate(h, low, k_min, c_min=0.0):
+        d = per_half[h]
+        pc, pi = d["pos_cos"], d["pos_inl"]
+        found = (pc >= THRESHOLD) | ((pc >= low) & (pc < THRESHOLD) & V(pi, k_min, c_min))
+        inband = d["a_cos"] >= low
+        ver = inband & V(d["a_inl"], k_min, c_min)
+        fp_band = float((d["a_w"] * (ver & d["a_main"])).sum())
+        tp = int(found[main_edits].sum())
+        fp = d["above"] + fp_band
+        cs = c_half[h]
+        cb = c_cos[cs] >= low
+        cv = cb & V(c_inl[cs], k_min, c_min)
+        bb = d["b_cos"] >= low
+        bv = bb & V(d["b_inl"], k_min, c_min)
+        return {
+            "found": {e: round(float(found[j].mean()), 3) for j, e in enumerate(names)},
+            "found_main": round(tp / found[main_edits].size, 4),
+            "precision": round(tp / max(tp + fp, 1e-9), 5),
+            "false_pairs_est": round(fp, 1), "false_pairs_above_threshold": d["above"],
+            "a_checked": int(inband.sum()), "a_verified": int(ver.sum()),
+            "a_same_class_checked": int((inband & d["a_same"]).sum()),
+            "a_same_class_verified": int((ver & d["a_same"]).sum()),
+            "b_checked": int(bb.sum()), "b_verified": int(bv.sum()),
+            "b_verified_edits": sorted(set(d["b_edit"][bv].tolist())),
+            "c_checked": int(cb.sum()), "c_verified": int(cv.sum()),
+            "c_same_class_checked": int((cb & c_same[cs]).sum()), "c_same_class_verified": int((cv & c_same[cs]).sum()),
+        }
+
+    # ---- choose the rule on the tune half
+    best = None
+    for low in LOWS:
+        for k_min in INLIERS:
+            for c_min in COVERAGES:
+                r = evaluate("tune", low, k_min, c_min)
+                ok = (r["precision"] >= TARGET_PRECISION and r["b_verified"] <= MAX_OTHER * r["b_checked"]
+                      and r["c_verified"] <= MAX_OTHER * r["c_checked"])
+                score = (min(v for e, v in r["found"].items() if e not in ev.ORIENTATION_EDITS), r["found_main"])
+                if ok and (best is None or score > best[0]):
+                    best = (score, low, k_min, c_min)
+    _, low, k_min, c_min = best
+    print(f"chosen on the tune half: band [{low:.2f}, {THRESHOLD}), inliers >= {k_min}, coverage >= {c_min}", flush=True)
+    baseline = {h: evaluate(h, THRESHOLD, 10 ** 9) for h in halves}
+    chosen = {h: evaluate(h, low, k_min, c_min) for h in halves}
+    sweep = {f"{lo:.2f}/{k}/{c}": evaluate("test", lo, k, c) for lo in LOWS for k in (8, 12, 16, 20, 25, 30, 40, 50)
+             for c in COVERAGES}
+
+    # inlier distributions on the test half: positives in band vs the hardest negatives
+    d = per_half["test"]
+    pos_band = d["pos_inl"][(d["pos_cos"] >= low) & (d["pos_cos"] < THRESHOLD)][:, 0]
+    neg_a = d["a_inl"][d["a_cos"] >= low][:, 0]
+    neg_c = c_inl[c_half["test"]][c_cos[c_half["test"]] >= low][:, 0]
+    q = (50, 90, 99, 100)
+    dist = {"positives_in_band": {f"p{p}": int(np.percentile(pos_band, p)) if len(pos_band) else None for p in q},
+            "negatives_a": {f"p{p}": int(np.percentile(neg_a, p)) for p in q},
+            "negatives_c": {f"p{p}": int(np.percentile(neg_c, p)) for p in q}}
+    ms_feat = 1000 * float(np.median(t_feat)) if t_feat else None
+    ms_match = 1000 * float(np.median(t_match))
+    band_n = band_all[f"{low:.2f}"]
+    cost = {"ms_features_per_image_median": round(ms_feat, 2) if ms_feat else None,
+            "ms_match_per_pair_median": round(ms_match, 2), "ms_match_per_pair_mean": round(1000 * np.mean(t_match), 2),
+            "band_pairs_in_collection": band_n, "pairs_above_threshold_in_collection": above_all,
+            "band_pairs_per_10k_images": round(band_n * scale10k),
+            "band_pairs_per_10k_by_low": {k: round(v * scale10k) for k, v in band_all.items()},
+            "images_in_band_pairs_share": round(float(len(np.unique(np.concatenate(
+                [iu[0][sel][cc[sel] >= low], iu[1][sel][cc[sel] >= low]]))) / n), 3)}
+    per10k_s = cost["band_pairs_per_10k_images"] * ms_match / 1000 + (
+        cost["images_in_band_pairs_share"] * 10_000 * (ms_feat or 0) / 1000)
+    cost["seconds_per_10k_images_est"] = round(per10k_s)
+    out.update({"rule": {"band": [low, THRESHOLD], "min_inliers": k_min, "min_coverage": c_min, "chosen_on": "tune",
+                         "target_precision_tune": TARGET_PRECISION},
+                "baseline": baseline, "combined": chosen, "sweep_test": sweep, "inliers_test": dist, "cost": cost,
+                "halves": {h: [int(rows[i]) for i in v] for h, v in halves.items()},
+                "negatives_total": {h: {"a": per_half[h]["a_total"], "b": per_half[h]["b_total"]} for h in halves},
+                "negatives_c_total": int(len(sel)), "twins": sum(len(v) for v in twins.values()),
+                "seconds": round(time.time() - t_start)})
+
+    print(f"\nTest half ({len(halves['test'])} originals x {len(names)} edits), band [{low:.2f}, {THRESHOLD}), "
+          f"inliers >= {k_min}, coverage >= {c_min} (chosen on the tune half)\n")
+    print("| edit | found at 0.88 | found, 0.88 OR verified |")
+    print("|---|---|---|")
+    for e in names:
+        print(f"| {e} | {baseline['test']['found'][e]:.2f} | {chosen['test']['found'][e]:.2f} |")
+    b, c = baseline["test"], chosen["test"]
+    print(f"| all but 90/180 | {b['found_main']:.3f} | {c['found_main']:.3f} |")
+    print(f"| pair precision | {b['precision']:.4f} | {c['precision']:.4f} |")
+    print(f"\nhard negatives verified (test half, cosine in band): copy vs unrelated {c['a_verified']}/{c['a_checked']} "
+          f"(same class {c['a_same_class_verified']}/{c['a_same_class_checked']}), same-edit copies "
+          f"{c['b_verified']}/{c['b_checked']} {c['b_verified_edits']}, collection pairs {c['c_verified']}/{c['c_checked']}"
+          f" (same class {c['c_same_class_verified']}/{c['c_same_class_checked']})")
+    print(f"inliers (test): {json.dumps(dist)}")
+    print(f"cost: {json.dumps(cost)}")
+    res = HERE / "results" / "verify.json"
+    res.write_text(json.dumps(out, indent=1))
+    print("written", res, f"({time.time() - t_start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

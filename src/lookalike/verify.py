@@ -1,0 +1,187 @@
+"""Geometric verification of candidate near-duplicate pairs: local features + RANSAC.
+
+The embedding's cosine cannot tell a hard edit of a photo (a 40-60 % crop, a thumbnail, a
+20-degree turn, a tiled watermark, a screenshot of it) from another photo of the same kind: both
+score 0.6-0.88. Local features can: a copy shares many keypoints with its original at positions
+that one affine map explains; a different photo of the same object does not. This module checks
+pairs that way: SIFT keypoints (OpenCV) on each image resized so its longer side is
+:data:`LONG_SIDE`, Lowe's ratio test, one-to-one matches, then a RANSAC affine fit
+(``cv2.estimateAffine2D``); a pair is verified when at least :data:`MIN_INLIERS` matches agree
+with the fit and the fit is a plausible edit (no mirror, no extreme squash).
+
+Needs ``opencv-python-headless`` (SIFT is in OpenCV >= 4.4). Measured by ``benchmarks/verify.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+# Longer side of the image the keypoints are found on: thumbnails are upscaled to it (more keypoints
+# on a 64 px copy), large photos downscaled (bounded cost).
+LONG_SIDE = 400
+# Keypoints kept per image (strongest first).
+N_FEATURES = 600
+# Lowe's ratio test: best match distance < RATIO x second best.
+RATIO = 0.8
+# RANSAC reprojection error, pixels in the LONG_SIDE frame.
+RANSAC_PX = 6.0
+# Matches that must agree with one affine map for the pair to count as one photo (benchmarks/verify.py).
+MIN_INLIERS = 20
+# ... spanning at least this share of one of the two images (the convex hull of the inliers).
+MIN_COVERAGE = 0.0
+# The fitted map's two scale factors may differ by at most this (a squash to a square is ~1.5).
+MAX_ANISOTROPY = 3.0
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoint positions (n, 2) in the LONG_SIDE frame, their descriptors (n, 128) float32, the frame's (w, h)."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    size: tuple[int, int] = (1, 1)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+EMPTY = Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("geometric verification needs OpenCV: pip install opencv-python-headless") from e
+    return cv2
+
+
+_SIFT = {}
+
+
+def _sift(n_features: int):
+    cv2 = _cv2()
+    key = (os.getpid(), n_features)
+    if key not in _SIFT:
+        _SIFT[key] = cv2.SIFT_create(nfeatures=n_features)
+    return _SIFT[key]
+
+
+def features(image, *, long_side: int = LONG_SIDE, n_features: int = N_FEATURES) -> Features:
+    """SIFT keypoints of a PIL image (any mode) or an (h, w[, 3]) uint8 array, resized to ``long_side``."""
+    cv2 = _cv2()
+    if hasattr(image, "convert"):
+        grey = np.asarray(image.convert("L"))
+    else:
+        a = np.asarray(image)
+        grey = a if a.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape[:2]
+    if min(h, w) < 8:
+        return EMPTY
+    s = long_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    grey = cv2.resize(np.ascontiguousarray(grey), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    kps, desc = _sift(n_features).detectAndCompute(grey, None)
+    if desc is None or not len(kps):
+        return EMPTY
+    return Features(np.array([k.pt for k in kps], np.float32), desc.astype(np.float32), size)
+
+
+def match(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: float = RANSAC_PX,
+          max_anisotropy: float = MAX_ANISOTROPY) -> int:
+    """Inliers of the best affine map from ``a``'s keypoints to ``b``'s (0 when none is plausible)."""
+    return match_details(a, b, ratio=ratio, ransac_px=ransac_px, max_anisotropy=max_anisotropy)[0]
+
+
+def _coverage(points: np.ndarray, size) -> float:
+    cv2 = _cv2()
+    if len(points) < 3:
+        return 0.0
+    return float(cv2.contourArea(cv2.convexHull(points.astype(np.float32)))) / max(size[0] * size[1], 1)
+
+
+def match_details(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: float = RANSAC_PX,
+                  max_anisotropy: float = MAX_ANISOTROPY) -> tuple[int, float]:
+    """``(inliers, coverage)``: :func:`match`'s inliers and how much of an image they span.
+
+    ``coverage`` is the larger share of either image that the inliers' convex hull covers (a copy's
+    inliers span the shared picture; a same-pose face in two photos, one region).
+    """
+    cv2 = _cv2()
+    if len(a) < 3 or len(b) < 3:
+        return 0, 0.0
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
+    best = {}
+    for m in pairs:
+        if len(m) == 2 and m[0].distance < ratio * m[1].distance:
+            q, t, d = m[0].queryIdx, m[0].trainIdx, m[0].distance
+            if t not in best or d < best[t][1]:
+                best[t] = (q, d)  # one-to-one: each keypoint of b keeps its closest match
+    if len(best) < 3:
+        return 0, 0.0
+    src = a.points[[q for q, _ in best.values()]]
+    dst = b.points[list(best)]
+    M, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px, maxIters=2000,
+                                   confidence=0.995, refineIters=0)
+    if M is None or mask is None:
+        return 0, 0.0
+    sv = np.linalg.svd(M[:, :2], compute_uv=False)
+    if np.linalg.det(M[:, :2]) <= 0 or sv[1] <= 1e-6 or sv[0] / sv[1] > max_anisotropy:
+        return 0, 0.0  # a mirror, a collapse to a line or an extreme squash: not an edit of the photo
+    keep = mask.ravel().astype(bool)
+    return int(keep.sum()), max(_coverage(src[keep], a.size), _coverage(dst[keep], b.size))
+
+
+def _load(path) -> Features | None:
+    from . import images
+
+    try:
+        return features(images.decode(path).image)
+    except Exception:  # noqa: BLE001 - an unreadable file is "not verified", never an error
+        return None
+
+
+def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN_INLIERS,
+                 min_coverage: float = MIN_COVERAGE, ratio: float = RATIO) -> tuple[np.ndarray, np.ndarray]:
+    """Check candidate pairs ``(paths_a[i], paths_b[i])`` geometrically.
+
+    Parameters
+    ----------
+    paths_a, paths_b : sequences of paths (or bytes) of equal length
+        The pairs; an image in several pairs is decoded once.
+    min_inliers : int, default MIN_INLIERS
+        Matches that must agree with one affine map.
+    min_coverage : float, default MIN_COVERAGE
+        Share of one of the two images the inliers' convex hull must cover.
+    ratio : float, default RATIO
+        Lowe's ratio test.
+
+    Returns
+    -------
+    ok : ndarray of bool, shape (n,)
+        The pair shows the same photo (``inliers >= min_inliers`` and the coverage holds). A file that cannot be read or
+        decoded is never verified.
+    inliers : ndarray of int, shape (n,)
+        The inlier count (0 for an unreadable file).
+    """
+    if len(paths_a) != len(paths_b):
+        raise ValueError(f"paths_a and paths_b differ in length ({len(paths_a)} vs {len(paths_b)})")
+    cache: dict = {}
+
+    def get(p):
+        key = p if isinstance(p, bytes) else os.fspath(p)
+        if key not in cache:
+            cache[key] = _load(p)
+        return cache[key]
+
+    inliers = np.zeros(len(paths_a), np.int64)
+    coverage = np.zeros(len(paths_a))
+    for i, (pa, pb) in enumerate(zip(paths_a, paths_b)):
+        fa, fb = get(pa), get(pb)
+        if fa is not None and fb is not None:
+            inliers[i], coverage[i] = match_details(fa, fb, ratio=ratio)
+    return (inliers >= min_inliers) & (coverage >= min_coverage), inliers
