@@ -122,7 +122,7 @@ def test_lsh_over_segments_matches_exact_search(tmp_path, monkeypatch):
     src = write_spark_output(tmp_path / "spark", 7_000, vectors=X)
     col = Collection.create(tmp_path / "db", dtype="float32")
     col.import_parquet(src)
-    assert col.resolve_method("auto") == "lsh"
+    assert col.manifest["lsh"] and col.resolve_method("lsh") == "lsh"  # kept by the policy (auto: re-ranks at 7,000)
     summary = col.lsh_summary()
     assert summary["indexed_segments"] == 3 and summary["recall"] >= 0.9
     rng = np.random.default_rng(0)
