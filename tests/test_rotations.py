@@ -57,7 +57,10 @@ def _copy(src: Path, tmp_path: Path) -> Path:
 
 def test_a_turned_copy_is_found_only_with_rotations(built):
     plain, rot = Collection.open(built[0]), Collection.open(built[1])
+    # a collection without rotations is laid out as before: no manifest field, no variants files
     assert plain.rotations == () and "rotations" not in plain.manifest
+    assert not list(plain.path.glob("*.var.npy")) and not any("var" in e for e in plain.manifest["segments"])
+    assert plain.variants_of_rows([0]) is None
     assert rot.rotations == ("rot90", "rot180") and rot.manifest["rotations"] == ["rot90", "rot180"]
     assert not TURNED & _names(find_pairs(plain, DEFAULT_THRESHOLD, method="exact"))
     for method in ("exact", "lsh"):
