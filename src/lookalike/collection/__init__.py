@@ -3,12 +3,15 @@
 Modules, one job each:
 
 * ``store``: the folder layout, the manifest (validated on every open), the writer's lock;
-* ``segment``: immutable segments (metadata Parquet + embeddings ``.npy``), written streaming;
+* ``segment``: immutable segments (metadata Parquet + embeddings ``.npy``, and the rotation
+  variants' ``.var.npy`` when rotations are on: :mod:`lookalike.rotations`), written streaming;
 * ``view``: one committed generation as rows (``Rows`` reads vectors by row, never all at once);
-* ``sync``: a folder scan and the indexing flow in checkpoints; the streaming Spark import;
+* ``sync``: a folder scan and the indexing flow in checkpoints; the streaming Spark import; the
+  backfill of rotation variants for images indexed before rotations were turned on;
 * ``merge``: the tiered merge policy and the merge itself;
 * ``artifacts``: per-segment LSH tables and the DBA vectors, kept current;
 * ``query``: embedding a query and searching;
+* ``describe``: the collection as one dict (``lookalike info``, ``/api/stats``);
 * ``facade``: :class:`Collection`, the API over all of them.
 """
 
@@ -18,8 +21,6 @@ from ..storage import CollectionError, CorruptCollectionError
 from .facade import DEFAULT_DTYPE, Collection, IndexReport
 from .segment import display
 from .store import DEFAULT_DB, FORMAT_VERSION, MANIFEST, manifest_stamp
-from .sync import local_path as _local_path
-from .sync import spark_meta as _spark_meta
 
 # Commit at least every this many new images (each commit writes only the new rows).
 CHECKPOINT_MIN_ROWS = 2_000
@@ -29,6 +30,6 @@ LSH_MIN_IMAGES = 5_000
 
 __all__ = [
     "CHECKPOINT_MIN_ROWS", "DEFAULT_DB", "DEFAULT_DTYPE", "FORMAT_VERSION", "LSH_MIN_IMAGES", "MANIFEST", "Collection",
-    "CollectionError", "CorruptCollectionError", "IndexReport", "_local_path", "_spark_meta", "display",
+    "CollectionError", "CorruptCollectionError", "IndexReport", "display",
     "manifest_stamp",
 ]

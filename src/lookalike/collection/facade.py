@@ -692,7 +692,7 @@ class Collection(QueryMixin):
         straight into segment files).
         """
         t_start = time.perf_counter()
-        source = Path(str(source).removeprefix("file:")).expanduser()
+        source = Path(sync.local_path(str(source))).expanduser()
         theirs, mine = sync.spark_meta(source).get("views"), self.manifest.get("views", list(LEGACY_VIEWS))
         if theirs is not None and list(theirs) != list(mine):  # outputs from before views record none
             raise CollectionError(
