@@ -146,6 +146,7 @@ def test_index_with_lsh_prints_recall_and_search_modes(tmp_path, image_folder):
     assert info["lsh"]["family"] == "hyperplane" and info["lsh"]["indexed_segments"] == 0  # too small to hash
     assert info["images"] == 12 and info["search_method"] == "exact"  # LSH only from 5,000 images on
     assert info["profile"] == "balanced" and info["views"] == ["crop", "full"] and info["dba"] is None
+    assert info["rotations"] == []  # off unless turned on
 
 
 def test_eval_command(tmp_path, image_folder):

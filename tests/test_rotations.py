@@ -200,3 +200,29 @@ def test_cli_index_rotations_on_and_off(tmp_path, turned_folder):
     assert res.exit_code == 0 and Collection.open(db).rotations
     res = runner.invoke(app, ["index", str(turned_folder), "--db", str(db), "--no-rotations", "--no-progress"])
     assert res.exit_code == 0 and not Collection.open(db).rotations and not list(db.glob("*.var.npy"))
+
+
+def test_cli_reports_the_rotations_added_and_info_shows_them(built, tmp_path, turned_folder):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    text_db, json_db = _copy(built[0], tmp_path / "text"), _copy(built[0], tmp_path / "json")
+    res = runner.invoke(app, ["info", "--db", str(text_db), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["rotations"] == []
+    res = runner.invoke(app, ["index", str(turned_folder), "--db", str(text_db), "--rotations", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "added rotation embeddings for 10 images" in res.output
+    res = runner.invoke(app, ["index", str(turned_folder), "--db", str(json_db), "--rotations", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["rotated"] == 10 and summary["added"] == 0
+    res = runner.invoke(app, ["index", str(turned_folder), "--db", str(json_db), "--json"])
+    assert json.loads(res.output)["rotated"] == 0  # kept on: nothing to add
+    res = runner.invoke(app, ["info", "--db", str(json_db), "--json"])
+    assert json.loads(res.output)["rotations"] == ["rot90", "rot180"]
+    res = runner.invoke(app, ["info", "--db", str(json_db)])
+    assert "rotations: rot90, rot180" in res.output

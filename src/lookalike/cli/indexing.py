@@ -110,7 +110,7 @@ def index(
         "db": str(col.path), "images": len(col), "added": report.added, "updated": report.updated,
         "removed": report.removed, "unchanged": report.unchanged, "skipped": len(report.skipped),
         "kept_unlisted": report.stale, "segments": len(col.segments), "merged_segments": report.merged_segments,
-        "images_per_second": round(report.images_per_second, 1),
+        "rotated": report.rotated, "images_per_second": round(report.images_per_second, 1),
         "seconds": {"discover": round(t.discover, 3), "decode_cpu": round(t.decode, 3),
                     "encode": round(t.encode, 3), "write": round(t.write, 3), "total": round(t.total, 3)},
         "lsh": lsh_info,
@@ -135,6 +135,8 @@ def index(
             f"write {t.write:.2f} s)",
             highlight=False,
         )
+    if report.rotated:
+        out.print(f"added rotation embeddings for {report.rotated} images", highlight=False)
     if lsh_info:
         tables = (f"{lsh_info['indexed_segments']} of {lsh_info['segments']} segments hashed"
                   + (f", {lsh_info['n_tables']} tables x {lsh_info['n_bits']} bits, {lsh_info['n_probes']} probes"

@@ -9,7 +9,8 @@ def describe(col) -> dict:
     Keys, in this order: db, images, skipped (files that could not be indexed), encoder, profile (the
     named pipeline, or None for another one), views, flip_average, engine, dim, dtype, format_version,
     roots, generation, segments, search_method (what ``search`` runs by default: "exact" or "lsh"),
-    lsh (None, or family, recall, indexed_segments, n_tables, n_bits, n_probes) and dba (neighbours, or None).
+    lsh (None, or family, recall, indexed_segments, n_tables, n_bits, n_probes), dba (neighbours, or None)
+    and rotations (the turned copies embedded per image for ``dupes``, e.g. ["rot90", "rot180"]; [] when off).
     """
     from ..encoders import LEGACY_VIEWS, profile_of
 
@@ -25,5 +26,5 @@ def describe(col) -> dict:
         "segments": len(col.segments), "search_method": col.resolve_method("auto"),
         "lsh": None if not lsh else {k: lsh[k] for k in ("family", "recall", "indexed_segments", "n_tables",
                                                           "n_bits", "n_probes")},
-        "dba": (m.get("dba") or {}).get("n"),
+        "dba": (m.get("dba") or {}).get("n"), "rotations": list(m.get("rotations") or []),
     }
