@@ -68,6 +68,14 @@ def test_rerank_with_precomputed_dba_matches_computing_it_per_shortlist():
     assert (plain == exact_topk(X, Q, 10)[1]).all()
 
 
+def test_rerank_on_tiny_collections():
+    X = clustered_vectors(3, 8, n_clusters=2, seed=0)
+    assert rerank(X[:1], X[:1], 5)[0].tolist() == [[0]]
+    assert rerank(X[:1], X[:1], 5, exclude=np.array([0]))[0].shape == (1, 0)
+    assert rerank(X, X[:1], 5, exclude=np.array([0]))[0].tolist()[0] in ([1, 2], [2, 1])
+    assert database_augment(X[:1], 10).shape == (1, 8)
+
+
 def test_rerank_only_in_its_size_range():
     assert not expansion.reranks(12) and not expansion.reranks(999)
     assert expansion.reranks(1_000) and expansion.reranks(20_000) and not expansion.reranks(20_001)

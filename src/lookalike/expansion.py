@@ -55,7 +55,7 @@ def expand_queries(queries: np.ndarray, database: np.ndarray, n: int, *, alpha: 
     """
     scores, rows = exact_topk(database, queries, n, exclude=exclude)
     w = np.maximum(scores, 0) ** alpha
-    gathered = np.asarray(database[rows.reshape(-1)], np.float32).reshape(*rows.shape, -1)  # only these rows
+    gathered = np.asarray(database[rows.reshape(-1)], np.float32).reshape(*rows.shape, queries.shape[-1])
     Q = queries + np.einsum("qn,qnd->qd", w, gathered)
     return Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
 
@@ -81,7 +81,7 @@ def augment_rows(database, rows: np.ndarray, n: int, *, alpha: float = ALPHA) ->
         sl = slice(i, i + 4096)
         scores, nb = exact_topk(database, X[sl], n, exclude=rows[sl])
         w = np.maximum(scores, 0) ** alpha
-        gathered = np.asarray(database[nb.reshape(-1)], np.float32).reshape(*nb.shape, -1)
+        gathered = np.asarray(database[nb.reshape(-1)], np.float32).reshape(*nb.shape, X.shape[1])
         out[sl] = X[sl] + np.einsum("qn,qnd->qd", w, gathered)
     return _unit(out)
 
