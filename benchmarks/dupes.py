@@ -8,8 +8,9 @@ burst-like pairs (two crops of one photo 4-8 % apart, one slightly brighter: con
 a little camera motion; the photo itself is not in the set) and distractors: other Caltech-101
 photos (most classes of the originals among them) and all of caltech101_background_distractors.
 Faces_easy is left out (crops of Faces), and a pixel check (32x32 grey thumbnails correlating
->= lookalike.evaluate.TWIN_CORRELATION) drops source photos that are copies of one already taken,
-so that every pair the ground truth calls false is really two different photos.
+>= lookalike.evaluate.TWIN_CORRELATION, or >= TWIN_CROP for a crop or mirror image of one against
+the other) drops source photos that are copies of one already taken, so that every pair the ground
+truth calls false is really two different photos. It does not depend on the tools measured.
 
 Ground truth: every two files of the same photo (original, its copies and its exact copies; a
 burst pair) are a true pair, every other pair is false. Each tool's answer becomes pairs two ways:
