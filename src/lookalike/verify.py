@@ -33,17 +33,30 @@ RANSAC_PX = 6.0
 MIN_INLIERS = 20
 # ... spanning at least this share of one of the two images (the convex hull of the inliers).
 MIN_COVERAGE = 0.0
+# ... and the two images, aligned by that map, must correlate this much where they overlap (grey,
+# THUMB_SIDE px): two different photos that share an overlay (the same tiled watermark, the same
+# app window) match keypoints on it but not in their pixels.
+MIN_CORRELATION = 0.0
+THUMB_SIDE = 96
+TILES = 4  # the correlation is the median over a TILES x TILES grid of the overlap
+TILE_STD = 4.0  # grey levels: a flatter tile (sky, a caption band) has no say
 # The fitted map's two scale factors may differ by at most this (a squash to a square is ~1.5).
 MAX_ANISOTROPY = 3.0
 
 
 @dataclass(frozen=True)
 class Features:
-    """Keypoint positions (n, 2) in the LONG_SIDE frame, their descriptors (n, 128) float32, the frame's (w, h)."""
+    """One image's keypoints and what the checks need of it.
+
+    Keypoint positions (n, 2) in the LONG_SIDE frame, their descriptors (n, 128) float32, the
+    frame's (w, h), and a small grey copy of the image (longer side THUMB_SIDE) for the
+    photometric check.
+    """
 
     points: np.ndarray
     descriptors: np.ndarray
     size: tuple[int, int] = (1, 1)
+    thumb: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -88,13 +101,81 @@ def features(image, *, long_side: int = LONG_SIDE, n_features: int = N_FEATURES)
     kps, desc = _sift(n_features).detectAndCompute(grey, None)
     if desc is None or not len(kps):
         return EMPTY
-    return Features(np.array([k.pt for k in kps], np.float32), desc.astype(np.float32), size)
+    t = THUMB_SIDE / long_side
+    thumb = cv2.resize(grey, (max(1, round(size[0] * t)), max(1, round(size[1] * t))), interpolation=cv2.INTER_AREA)
+    return Features(np.array([k.pt for k in kps], np.float32), desc.astype(np.float32), size, thumb)
 
 
 def match(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: float = RANSAC_PX,
           max_anisotropy: float = MAX_ANISOTROPY) -> int:
     """Inliers of the best affine map from ``a``'s keypoints to ``b``'s (0 when none is plausible)."""
-    return match_details(a, b, ratio=ratio, ransac_px=ransac_px, max_anisotropy=max_anisotropy)[0]
+    return match_details(a, b, ratio=ratio, ransac_px=ransac_px, max_anisotropy=max_anisotropy).inliers
+
+
+@dataclass(frozen=True)
+class Match:
+    """What :func:`match_details` found: inliers, the share of an image they span, the aligned correlation."""
+
+    inliers: int = 0
+    coverage: float = 0.0
+    correlation: float = -1.0
+
+    def ok(self, min_inliers: int = MIN_INLIERS, min_coverage: float = MIN_COVERAGE,
+           min_correlation: float = MIN_CORRELATION) -> bool:
+        """The pair passes all three checks."""
+        return self.inliers >= min_inliers and self.coverage >= min_coverage and self.correlation >= min_correlation
+
+
+NO_MATCH = Match()
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    x, y = x - x.mean(), y - y.mean()
+    d = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / d) if d > 1e-6 else None
+
+
+def _correlation(a: Features, b: Features, M: np.ndarray) -> float:
+    """How alike ``a``'s thumbnail warped by ``M`` (LONG_SIDE frames) and ``b``'s are where they overlap.
+
+    The median of the Pearson correlations of a TILES x TILES grid over the overlap (tiles with
+    texture in both images), so an opaque caption band or a logo over part of a copy does not sink it;
+    the whole overlap's correlation when fewer than 4 tiles have texture. -1 when they hardly overlap.
+    """
+    cv2 = _cv2()
+    if a.thumb is None or b.thumb is None:
+        return -1.0
+    sa, sb = a.thumb.shape[1] / a.size[0], b.thumb.shape[1] / b.size[0]
+    A = M[:, :2] * (sb / sa)
+    # pixel centres: thumbnail u = (x + 0.5) s - 0.5 on both sides
+    t = A @ np.full(2, 0.5) - sb * (M[:, :2] @ np.full(2, 0.5)) + sb * M[:, 2] + 0.5 * sb - 0.5
+    Mt = np.hstack([A, t[:, None]]).astype(np.float64)
+    h, w = b.thumb.shape
+    warped = cv2.warpAffine(cv2.GaussianBlur(a.thumb.astype(np.float32), (3, 3), 0), Mt, (w, h),
+                            flags=cv2.INTER_LINEAR)
+    inside = cv2.warpAffine(np.ones(a.thumb.shape, np.float32), Mt, (w, h), flags=cv2.INTER_LINEAR) > 0.999
+    if inside.sum() < 64:
+        return -1.0
+    ref = cv2.GaussianBlur(b.thumb.astype(np.float32), (3, 3), 0)
+    ys, xs = np.nonzero(inside)
+    y_edges = np.linspace(ys.min(), ys.max() + 1, TILES + 1).astype(int)
+    x_edges = np.linspace(xs.min(), xs.max() + 1, TILES + 1).astype(int)
+    tiles = []
+    for y0, y1 in zip(y_edges[:-1], y_edges[1:]):
+        for x0, x1 in zip(x_edges[:-1], x_edges[1:]):
+            m = inside[y0:y1, x0:x1]
+            if m.sum() < 16:
+                continue
+            p, q = warped[y0:y1, x0:x1][m], ref[y0:y1, x0:x1][m]
+            if p.std() < TILE_STD or q.std() < TILE_STD:
+                continue
+            r = _pearson(p, q)
+            if r is not None:
+                tiles.append(r)
+    if len(tiles) >= 4:
+        return float(np.median(tiles))
+    r = _pearson(warped[inside], ref[inside])
+    return -1.0 if r is None else r
 
 
 def _coverage(points: np.ndarray, size) -> float:
@@ -105,15 +186,16 @@ def _coverage(points: np.ndarray, size) -> float:
 
 
 def match_details(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: float = RANSAC_PX,
-                  max_anisotropy: float = MAX_ANISOTROPY) -> tuple[int, float]:
-    """``(inliers, coverage)``: :func:`match`'s inliers and how much of an image they span.
+                  max_anisotropy: float = MAX_ANISOTROPY) -> Match:
+    """:func:`match`'s inliers, how much of an image they span, and how alike the aligned pixels are.
 
     ``coverage`` is the larger share of either image that the inliers' convex hull covers (a copy's
-    inliers span the shared picture; a same-pose face in two photos, one region).
+    inliers span the shared picture; a same-pose face in two photos, one region). ``correlation``
+    compares the grey thumbnails after aligning ``a`` onto ``b`` by the fitted map.
     """
     cv2 = _cv2()
     if len(a) < 3 or len(b) < 3:
-        return 0, 0.0
+        return NO_MATCH
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
     best = {}
     for m in pairs:
@@ -122,18 +204,19 @@ def match_details(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: 
             if t not in best or d < best[t][1]:
                 best[t] = (q, d)  # one-to-one: each keypoint of b keeps its closest match
     if len(best) < 3:
-        return 0, 0.0
+        return NO_MATCH
     src = a.points[[q for q, _ in best.values()]]
     dst = b.points[list(best)]
     M, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px, maxIters=2000,
                                    confidence=0.995, refineIters=0)
-    if M is None or mask is None:
-        return 0, 0.0
+    if M is None or mask is None or not np.isfinite(M).all():
+        return NO_MATCH
     sv = np.linalg.svd(M[:, :2], compute_uv=False)
     if np.linalg.det(M[:, :2]) <= 0 or sv[1] <= 1e-6 or sv[0] / sv[1] > max_anisotropy:
-        return 0, 0.0  # a mirror, a collapse to a line or an extreme squash: not an edit of the photo
+        return NO_MATCH  # a mirror, a collapse to a line or an extreme squash: not an edit of the photo
     keep = mask.ravel().astype(bool)
-    return int(keep.sum()), max(_coverage(src[keep], a.size), _coverage(dst[keep], b.size))
+    return Match(int(keep.sum()), max(_coverage(src[keep], a.size), _coverage(dst[keep], b.size)),
+                 _correlation(a, b, M))
 
 
 def _load(path) -> Features | None:
@@ -146,7 +229,8 @@ def _load(path) -> Features | None:
 
 
 def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN_INLIERS,
-                 min_coverage: float = MIN_COVERAGE, ratio: float = RATIO) -> tuple[np.ndarray, np.ndarray]:
+                 min_coverage: float = MIN_COVERAGE, min_correlation: float = MIN_CORRELATION,
+                 ratio: float = RATIO) -> tuple[np.ndarray, np.ndarray]:
     """Check candidate pairs ``(paths_a[i], paths_b[i])`` geometrically.
 
     Parameters
@@ -157,6 +241,8 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
         Matches that must agree with one affine map.
     min_coverage : float, default MIN_COVERAGE
         Share of one of the two images the inliers' convex hull must cover.
+    min_correlation : float, default MIN_CORRELATION
+        Correlation of the two grey images, aligned by the fitted map, where they overlap.
     ratio : float, default RATIO
         Lowe's ratio test.
 
@@ -178,10 +264,11 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
             cache[key] = _load(p)
         return cache[key]
 
+    ok = np.zeros(len(paths_a), bool)
     inliers = np.zeros(len(paths_a), np.int64)
-    coverage = np.zeros(len(paths_a))
     for i, (pa, pb) in enumerate(zip(paths_a, paths_b)):
         fa, fb = get(pa), get(pb)
         if fa is not None and fb is not None:
-            inliers[i], coverage[i] = match_details(fa, fb, ratio=ratio)
-    return (inliers >= min_inliers) & (coverage >= min_coverage), inliers
+            m = match_details(fa, fb, ratio=ratio)
+            inliers[i], ok[i] = m.inliers, m.ok(min_inliers, min_coverage, min_correlation)
+    return ok, inliers
