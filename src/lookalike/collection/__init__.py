@@ -10,17 +10,22 @@ Modules, one job each:
   backfill of rotation variants for images indexed before rotations were turned on;
 * ``merge``: the tiered merge policy and the merge itself;
 * ``artifacts``: per-segment LSH tables and the DBA vectors, kept current;
+* ``loading``: reading a committed generation (manifest, segments, errors file; format 1 as 2);
+* ``commit``: the write transaction (lock, re-read, commit), which every write goes through;
+* ``writing``: index, add, remove, rename, the Spark import, and the maintenance after each;
 * ``query``: embedding a query and searching;
 * ``describe``: the collection as one dict (``lookalike info``, ``/api/stats``);
-* ``facade``: :class:`Collection`, the API over all of them.
+* ``facade``: :class:`Collection`, the API over all of them (its methods from the mixins of
+  ``query``, ``writing`` and ``commit``).
 """
 
 from __future__ import annotations
 
 from ..storage import CollectionError, CorruptCollectionError
-from .facade import DEFAULT_DTYPE, Collection, IndexReport
+from .facade import DEFAULT_DTYPE, Collection
 from .segment import display
 from .store import DEFAULT_DB, FORMAT_VERSION, MANIFEST, manifest_stamp
+from .writing import IndexReport
 
 # Commit at least every this many new images (each commit writes only the new rows).
 CHECKPOINT_MIN_ROWS = 2_000
