@@ -51,6 +51,30 @@ def test_unrelated_images_do_not_verify(files):
     assert (inliers < vf.MIN_INLIERS).all()
 
 
+def test_two_photos_under_the_same_watermark_do_not_verify(tmp_path):
+    """The overlay's keypoints match, the photos do not (coverage and the aligned-pixel correlation)."""
+    marked = [ev.edit_image(textured(seed), np.random.default_rng(5), names=["watermark"])["watermark"]
+              for seed in (1, 11)]
+    m = vf.match_details(vf.features(marked[0]), vf.features(marked[1]))
+    assert not m.ok()
+    paths = []
+    for i, im in enumerate(marked):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    ok, _ = vf.verify_pairs([paths[0]], [paths[1]])
+    assert not ok.any()
+
+
+def test_match_details_returns_the_map():
+    im = textured(5)
+    shifted = im.crop((40, 20, 320, 240))  # the copy starts 40 px right and 20 px down of the original
+    m = vf.match_details(vf.features(shifted), vf.features(im))
+    assert m.ok() and m.coverage > 0.5 and m.correlation > 0.9
+    scale = vf.LONG_SIDE / 320  # both frames: longer side LONG_SIDE; shifted's longer side is 280
+    origin = m.transform @ np.array([0.0, 0.0, 1.0])  # shifted's top-left corner in im's frame
+    assert np.allclose(origin, [40 * scale, 20 * scale], atol=2.0)
+
+
 def test_order_of_the_pair_does_not_matter(files):
     ok, _ = vf.verify_pairs([files["original"], files["crop_50"]], [files["crop_50"], files["original"]])
     assert ok.all()

@@ -7,7 +7,10 @@ that one affine map explains; a different photo of the same object does not. Thi
 pairs that way: SIFT keypoints (OpenCV) on each image resized so its longer side is
 :data:`LONG_SIDE`, Lowe's ratio test, one-to-one matches, then a RANSAC affine fit
 (``cv2.estimateAffine2D``); a pair is verified when at least :data:`MIN_INLIERS` matches agree
-with the fit and the fit is a plausible edit (no mirror, no extreme squash).
+with the fit, the fit is a plausible edit (no mirror, no extreme squash), the inliers span at least
+:data:`MIN_COVERAGE` of one image, and the two images aligned by the fit look alike
+(:data:`MIN_CORRELATION`: two different photos under the same watermark share keypoints on it,
+not their pixels).
 
 Needs ``opencv-python-headless`` (SIFT is in OpenCV >= 4.4). Measured by ``benchmarks/verify.py``.
 """
@@ -29,14 +32,20 @@ N_FEATURES = 600
 RATIO = 0.8
 # RANSAC reprojection error, pixels in the LONG_SIDE frame.
 RANSAC_PX = 6.0
-# Matches that must agree with one affine map for the pair to count as one photo (benchmarks/verify.py).
-MIN_INLIERS = 20
-# ... spanning at least this share of one of the two images (the convex hull of the inliers).
-MIN_COVERAGE = 0.0
+# The rule, chosen on a seeded half of the near-duplicate suite's originals (benchmarks/verify.py,
+# benchmarks/results/verify.json): matches that must agree with one affine map for the pair to count
+# as one photo ...
+MIN_INLIERS = 28
+# ... spanning at least this share of one of the two images (the convex hull of the inliers) ...
+MIN_COVERAGE = 0.1
 # ... and the two images, aligned by that map, must correlate this much where they overlap (grey,
 # THUMB_SIDE px): two different photos that share an overlay (the same tiled watermark, the same
 # app window) match keypoints on it but not in their pixels.
-MIN_CORRELATION = 0.0
+MIN_CORRELATION = 0.5
+# Which pairs to verify (for `dupes`): cosine in [BAND_LOW, threshold), and one image among the other's
+# TOP_K nearest collection images (keeps the checks near 2 per image instead of growing with n).
+BAND_LOW = 0.55
+TOP_K = 3
 THUMB_SIDE = 96
 TILES = 4  # the correlation is the median over a TILES x TILES grid of the overlap
 TILE_STD = 4.0  # grey levels: a flatter tile (sky, a caption band) has no say
@@ -119,6 +128,7 @@ class Match:
     inliers: int = 0
     coverage: float = 0.0
     correlation: float = -1.0
+    transform: np.ndarray | None = None  # the 2 x 3 affine map, LONG_SIDE frame of a -> of b
 
     def ok(self, min_inliers: int = MIN_INLIERS, min_coverage: float = MIN_COVERAGE,
            min_correlation: float = MIN_CORRELATION) -> bool:
@@ -135,12 +145,13 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     return float((x * y).sum() / d) if d > 1e-6 else None
 
 
-def _correlation(a: Features, b: Features, M: np.ndarray) -> float:
+def _correlation(a: Features, b: Features, M: np.ndarray, quantile: float | None = None) -> float:
     """How alike ``a``'s thumbnail warped by ``M`` (LONG_SIDE frames) and ``b``'s are where they overlap.
 
     The median of the Pearson correlations of a TILES x TILES grid over the overlap (tiles with
-    texture in both images), so an opaque caption band or a logo over part of a copy does not sink it;
-    the whole overlap's correlation when fewer than 4 tiles have texture. -1 when they hardly overlap.
+    texture in both images), so an opaque caption band or a logo over part of a copy does not sink it
+    (``quantile``, 0-100: that percentile instead of the median); the whole overlap's correlation
+    when fewer than 4 tiles have texture. -1 when they hardly overlap.
     """
     cv2 = _cv2()
     if a.thumb is None or b.thumb is None:
@@ -173,7 +184,7 @@ def _correlation(a: Features, b: Features, M: np.ndarray) -> float:
             if r is not None:
                 tiles.append(r)
     if len(tiles) >= 4:
-        return float(np.median(tiles))
+        return float(np.median(tiles) if quantile is None else np.percentile(tiles, quantile))
     r = _pearson(warped[inside], ref[inside])
     return -1.0 if r is None else r
 
@@ -216,7 +227,7 @@ def match_details(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: 
         return NO_MATCH  # a mirror, a collapse to a line or an extreme squash: not an edit of the photo
     keep = mask.ravel().astype(bool)
     return Match(int(keep.sum()), max(_coverage(src[keep], a.size), _coverage(dst[keep], b.size)),
-                 _correlation(a, b, M))
+                 _correlation(a, b, M), M)
 
 
 def _load(path) -> Features | None:
