@@ -44,6 +44,7 @@ def test_health_stats_and_page(client):
     about = client.app.state.live.get().describe()  # what `lookalike info` prints
     assert {k: s[k] for k in about if k in s} == {k: v for k, v in about.items() if k in s}
     assert s["profile"] == "balanced" and s["views"] == ["crop", "full"] and s["dba"] is None and s["skipped"] == 0
+    assert s["rotations"] == []
     assert s["lsh_recall"] is None and s["dupes_threshold"] == 0.88 and s["max_upload_bytes"] == 200_000
     page = client.get("/")
     assert page.status_code == 200 and "lookalike" in page.text and "/static/app.js" in page.text

@@ -58,7 +58,7 @@ MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
 GET_HEAD = ["GET", "HEAD"]
 # What /api/stats takes of the collection's description (collection.describe); no filesystem path.
 STATS_FIELDS = ("images", "skipped", "encoder", "profile", "views", "dim", "engine", "search_method", "generation",
-                "segments", "dba")
+                "segments", "dba", "rotations")
 
 
 class _ThumbCache:

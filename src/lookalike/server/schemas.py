@@ -35,6 +35,8 @@ class Stats(BaseModel):
     generation: int
     segments: int
     dba: int | None = Field(description="Neighbours of database-side augmentation, or null when off")
+    rotations: list[str] = Field(description="Turned copies embedded per image for dupes (rot90, rot180, rot270); "
+                                 "[] when off")
     lsh_recall: float | None
     max_upload_bytes: int
     dupes_threshold: float
