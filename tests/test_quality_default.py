@@ -34,7 +34,11 @@ def reference_rerank(X, q, k, *, exclude=-1, dba=DEFAULT_DBA, expand=DEFAULT_EXP
         s[exclude] = -np.inf
     top = np.argsort(-s, kind="stable")[:expand]
     Q = _unit(q + ((np.maximum(s[top], 0) ** 3)[:, None] * A[top]).sum(0))
-    final = raw_weight * (X @ q) + (1 - raw_weight) * (A @ Q)
+    plain = X @ q
+    if exclude >= 0:
+        plain[exclude] = -np.inf
+    final = raw_weight * plain + (1 - raw_weight) * (A @ Q)
+    final[np.lexsort((np.arange(n), -plain))[0]] = np.inf  # the plain best match stays first
     if exclude >= 0:
         final[exclude] = -np.inf
     return np.lexsort((np.arange(n), -final))[:k]

@@ -10,6 +10,7 @@ from .dupes import DEFAULT_THRESHOLD
 from .expansion import (  # noqa: F401 (re-exported: they lived here before lookalike.expansion)
     DEFAULT_DBA,
     DEFAULT_EXPAND,
+    KEEP_FIRST,
     RAW_WEIGHT,
     database_augment,
     expand_queries,
@@ -68,9 +69,13 @@ def class_retrieval(embeddings: np.ndarray, labels: Sequence[str], k: int = 10, 
     aps = []
     for q0 in range(0, n, 512):  # full ranking per block of queries for mAP
         s = queries[q0 : q0 + 512] @ emb.T
-        if reranked:  # the re-ranking's blend of the plain cosine (expansion.RAW_WEIGHT)
-            s = RAW_WEIGHT * (base[q0 : q0 + 512] @ base.T) + (1 - RAW_WEIGHT) * s
         rows = np.arange(s.shape[0])
+        if reranked:  # the re-ranking's blend of the plain cosine (expansion.RAW_WEIGHT), its best match first
+            plain = base[q0 : q0 + 512] @ base.T
+            plain[rows, q0 + rows] = -np.inf
+            s = RAW_WEIGHT * plain + (1 - RAW_WEIGHT) * s
+            if KEEP_FIRST:
+                s[rows, np.argmax(plain, axis=1)] = np.inf
         s[rows, q0 + rows] = -np.inf
         order = np.argsort(-s, axis=1)[:, :-1]
         rel = codes[order] == codes[q0 : q0 + 512, None]
