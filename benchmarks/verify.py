@@ -54,6 +54,9 @@ CORRELATIONS = (-1.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # minimum correlation of th
 TOPS = (1, 3, 5, 10)  # candidate band pairs limited to each image's TOP nearest neighbours
 CORR_QUANTILE = 25  # the other tile statistic measured: 25th percentile instead of the median
 STAT_NAMES = {2: "median", 3: f"p{CORR_QUANTILE}"}
+# Collection pairs the benchmark counts as unrelated but that are one photo (looked at 2026-11-27: the
+# same wrench sculpture shot, one cropped; the same emu photo, one rotated and colour-shifted).
+KNOWN_DUPLICATES = {("wrench/image_0012.jpg", "wrench/image_0016.jpg"), ("emu/image_0022.jpg", "emu/image_0037.jpg")}
 TARGET_PRECISION = 0.995  # chosen on the tune half with margin; the issue asks >= 0.99
 MAX_OTHER = 0.002  # at most this share of the (b), (c) hard negatives verified on the tune half
 
@@ -329,12 +332,19 @@ def main():
                                    "coverage": round(float(d["a_inl"][j, 1]), 3),
                                    "correlation": round(float(d["a_inl"][j, 2]), 3)} for j in va],
             "collection_pairs": [{"a": c_ids[j][0], "b": c_ids[j][1], "cosine": round(float(c_cos[j]), 3),
+                                  "known_duplicate": (c_ids[j][0], c_ids[j][1]) in KNOWN_DUPLICATES,
                                   "inliers": int(c_inl[j, 0]), "coverage": round(float(c_inl[j, 1]), 3),
                                   "correlation": round(float(c_inl[j, 2]), 3)} for j in vc]}
     dist = {"positives_in_band": {f"p{p}": int(np.percentile(pos_band, p)) if len(pos_band) else None for p in q},
             "negatives_a": {f"p{p}": int(np.percentile(neg_a, p)) for p in q},
             "negatives_c": {f"p{p}": int(np.percentile(neg_c, p)) for p in q}}
-    ms_feat = 1000 * float(np.median(t_feat)) if t_feat else None
+    timing = []  # features of 100 seeded collection images, timed on every run (decode excluded)
+    for i in np.random.default_rng(3).choice(n, 100, replace=False):
+        im = decode(paths[i]).image
+        t0 = time.perf_counter()
+        vf.features(im)
+        timing.append(time.perf_counter() - t0)
+    ms_feat = 1000 * float(np.median(timing))
     ms_match = 1000 * float(np.median(t_match))
     band_n = band_all[f"{low:.2f}"]
     cost = {"ms_features_per_image_median": round(ms_feat, 2) if ms_feat else None,
@@ -381,6 +391,7 @@ def main():
           f" (same class {c['c_same_class_verified']}/{c['c_same_class_checked']})")
     print(f"inliers (test): {json.dumps(dist)}")
     print(f"cost: {json.dumps(cost)}")
+    print("false verifications (test): " + json.dumps(false_verified["test"]))
     res = HERE / "results" / "verify.json"
     res.write_text(json.dumps(out, indent=1))
     print("written", res, f"({time.time() - t_start:.0f} s)")
