@@ -108,3 +108,13 @@ def test_a_mirror_image_is_not_an_affine_copy():
 def test_lengths_must_agree(files):
     with pytest.raises(ValueError, match="differ in length"):
         vf.verify_pairs([files["original"]], [])
+
+
+def test_a_small_feature_cache_gives_the_same_answers(files):
+    names = ["rotate_20", "crop_50", "unrelated", "thumbnail", "broken", "watermark"]
+    a = [files[n] for n in names] + [files["original"]] * 3
+    b = [files["original"]] * len(names) + [files["unrelated2"], files["screenshot"], files["missing"]]
+    ok, inliers = vf.verify_pairs(a, b)
+    ok2, inliers2 = vf.verify_pairs(a, b, cache_size=1)
+    assert ok.tolist() == ok2.tolist() == [True, True, False, True, False, True, False, True, False]
+    assert inliers.tolist() == inliers2.tolist()
