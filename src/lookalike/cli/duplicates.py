@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..dupes import DEFAULT_THRESHOLD
-from .common import check_choice, err, exit_on, fail, open_collection, out
+from .common import check_choice, err, exit_on, fail, open_collection, out, require_extra
 from .options import DEFAULT_DB, DbOpt, ThresholdOpt
 from .render import human_size, print_json, records, write_csv
 
@@ -39,6 +39,10 @@ def dupes(
     to: Annotated[Optional[Path], typer.Option(
         help="--apply move: the folder the duplicates go to (each keeps its path under its indexed folder).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do the --apply plan (without it: print the plan only).")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Also check each image's nearest neighbours below the threshold with local features + "
+        "RANSAC and group those that are the same photo (hard edits: blur, turns, watermarks, thumbnails, "
+        "screenshots, deep crops). Needs the verify extra; about 40 ms per image.")] = False,
 ):
     """Report duplicate groups (exact copies first, then near duplicates) with a keeper; act on them with --apply.
 
@@ -60,6 +64,10 @@ def dupes(
         fail("--to and --yes go with --apply (e.g. --apply move --to DIR --yes)")
     if apply is not None and fmt == "csv":
         fail("--apply prints its plan as a table or --format json, not csv")
+    if verify and against is not None:
+        fail("--verify checks pairs inside one collection; it does not go with --against")
+    if verify:
+        require_extra("verify", "cv2")
     col = open_collection(db, read_only=not (apply and yes))
     other = open_collection(against, read_only=True) if against else None
     with exit_on(ValueError, actions.ActionError):
@@ -71,7 +79,7 @@ def dupes(
         groups = review_groups(col, threshold, tier=tier, keep=keep, strict=strict,
                                reference=[os.path.abspath(r.expanduser()) for r in reference or []],
                                ignored=actions.load_decisions(col.path), method="exact" if exact else "auto",
-                               against=other)
+                               against=other, verify=verify)
         plan = actions.make_plan(col, groups, apply, to=to) if apply else None
     if sheet is not None:
         from ..viz import duplicate_sheet
