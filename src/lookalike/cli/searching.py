@@ -21,14 +21,21 @@ def search(
     paths: Annotated[bool, typer.Option("--paths", help="Print only result paths, one per line.")] = False,
     grid: Annotated[Optional[Path], typer.Option(help="Write a PNG of the query beside its results.")] = None,
     engine: Annotated[Optional[str], typer.Option(help="Inference engine (default: the collection's).")] = None,
-    exact: Annotated[bool, typer.Option("--exact", help="Force exact search.")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="Force exact search, ranked by plain cosine (no re-ranking).")
+                     ] = False,
     use_lsh: Annotated[bool, typer.Option("--lsh", help="Force the LSH index.")] = False,
-    expand: Annotated[int, typer.Option(help="Query expansion with this many top results (3 is good; 0 = off).")] = 0,
+    expand: Annotated[int, typer.Option(
+        help="Query-expansion neighbours: of the default re-ranking (0 = its default, 5), or with --exact/--lsh "
+        "plain query expansion (0 = off).")] = 0,
     include_self: Annotated[
         bool, typer.Option("--include-self", help="Keep an indexed query image itself among its results.")
     ] = False,
 ):
-    """Find the K images most similar to QUERY (LSH on collections of >= 5,000 images, else exact).
+    """Find the K images most similar to QUERY.
+
+    Collections of 1,000-20,000 images are re-ranked (DBA + query expansion over an exact shortlist of 100).
+
+    Larger ones use the LSH index, smaller ones exact search. Scores shown are always the plain cosine.
 
     An indexed query image is left out of its own results unless --include-self.
     """
