@@ -59,7 +59,7 @@ def main():
         calibrate = rep.times.extra.get("calibrate", 0.0)  # once per collection, reported apart
         wall = time.perf_counter() - t0 - calibrate
         keep = [i for i, lab in enumerate(col.labels) if lab != "Faces_easy"]
-        q = class_retrieval(np.asarray(col.embeddings)[keep], [col.labels[i] for i in keep], k=10)
+        q = class_retrieval(np.asarray(col.embeddings)[keep], [col.labels[i] for i in keep], k=10, expand=0)
         embs[engine] = dict(zip(col.paths, np.asarray(col.embeddings)))
         t = rep.times
         rows.append({"engine": engine, "images": rep.added, "skipped": len(rep.skipped), "seconds": round(wall, 1),

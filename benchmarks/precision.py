@@ -29,7 +29,7 @@ DATA = Path(os.environ.get("LOOKALIKE_DATA", Path(__file__).resolve().parents[2]
 def quality(col, near_dup: int) -> dict:
     labels = col.labels
     emb = np.asarray(col.embeddings)
-    cr = ev.class_retrieval(emb, labels, k=10)
+    cr = ev.class_retrieval(emb, labels, k=10, expand=0)
     nd = ev.near_duplicate_robustness(col, n_originals=near_dup, seed=0, k=10)
     return {"p_at_10": cr["p_at_k"], "map": cr["map"], "near_dup_group_map": nd["group_map"]}
 
