@@ -47,6 +47,11 @@ class DecodedImage:
     data: bytes  # the raw file bytes (hashed by the caller)
 
 
+def absolute(path: str | os.PathLike) -> str:
+    """``path`` as the collection stores it: ``~`` expanded, absolute, symlinks kept (not resolved)."""
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
 def discover(root: str | os.PathLike, *, include_hidden: bool = False,
              unreadable: list[str] | None = None) -> Iterator[Path]:
     """Yield image files under ``root`` in sorted order.
@@ -57,14 +62,14 @@ def discover(root: str | os.PathLike, *, include_hidden: bool = False,
     ``include_hidden``. ``root`` may also be a single file. Folders that cannot be listed
     are logged and appended to ``unreadable`` (so a caller can keep what it knew of them).
     """
-    root = Path(root).expanduser()
+    root = Path(absolute(root))
     if root.is_file():
-        yield Path(os.path.abspath(root))
+        yield root
         return
     if not root.is_dir():
         raise FileNotFoundError(f"No such folder: {str(root)!r}. Pass a folder of images or a single image file.")
     seen: set[tuple[int, int]] = set()
-    stack = [Path(os.path.abspath(root))]
+    stack = [root]
     while stack:
         folder = stack.pop()
         try:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..dupes import DEFAULT_THRESHOLD
+from ..images import absolute
 from .common import check_choice, err, exit_on, fail, open_collection, out, require_extra
 from .options import DEFAULT_DB, DbOpt, ThresholdOpt
 from .render import human_size, print_json, records, write_csv
@@ -49,8 +50,6 @@ def dupes(
     Only members that score at or above the threshold against the keeper itself are acted on. Every action is
     journaled in the collection first; `lookalike undo` restores moves, trash and links (deletes are final).
     """
-    import os
-
     from .. import actions
     from ..dupes import KEEP_RULES, TIERS, review_groups
 
@@ -77,7 +76,7 @@ def dupes(
             err.print(f"remembered: images {', '.join(map(str, ids))} are not duplicates "
                       f"({len(hashes)} distinct files; stored in {col.path / actions.DECISIONS_FILE})", highlight=False)
         groups = review_groups(col, threshold, tier=tier, keep=keep, strict=strict,
-                               reference=[os.path.abspath(r.expanduser()) for r in reference or []],
+                               reference=[absolute(r) for r in reference or []],
                                ignored=actions.load_decisions(col.path), method="exact" if exact else "auto",
                                against=other, verify=verify)
         plan = actions.make_plan(col, groups, apply, to=to) if apply else None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -132,7 +131,7 @@ class QueryMixin:
                     f"Query vector has {v.shape[0]} dimensions; this collection's have {self.manifest['dim']}.")
             return v / max(float(np.linalg.norm(v)), 1e-12)
         if isinstance(query, (str, os.PathLike)):
-            p = str(Path(os.path.abspath(os.path.expanduser(query))))
+            p = images.absolute(query)
             r = self._snap.find_path(p)
             if r is not None:
                 st = os.stat(p)
@@ -150,7 +149,7 @@ class QueryMixin:
 
     def _self_row(self, path) -> int:
         """The row of an indexed, unchanged query file (-1 if it is not one)."""
-        p = str(Path(os.path.abspath(os.path.expanduser(path))))
+        p = images.absolute(path)
         r = self._snap.find_path(p)
         if r is None:
             return -1

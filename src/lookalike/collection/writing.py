@@ -53,7 +53,7 @@ class IndexReport:
 
 
 def _abspath(p) -> str:
-    return str(Path(os.path.abspath(os.path.expanduser(p))))
+    return images.absolute(p)
 
 
 class WritingMixin:

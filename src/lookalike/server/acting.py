@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import actions
 from ..collection import display
+from ..images import absolute
 from ..storage import CollectionError
 from . import action_schemas as s
 from .schemas import errors
@@ -37,8 +38,7 @@ def check_move_to(db: str | os.PathLike, move_to: str | os.PathLike | None) -> P
     """``move_to`` as an absolute path, or ValueError when it is inside the collection folder."""
     if move_to is None:
         return None
-    to = Path(os.path.abspath(os.path.expanduser(str(move_to))))
-    col = Path(os.path.abspath(db))
+    to, col = Path(absolute(move_to)), Path(absolute(db))
     if to == col or col in to.parents:
         raise ValueError(f"--move-to {to} is inside the collection folder {col}; choose a folder outside it")
     return to
