@@ -125,8 +125,8 @@ class Watcher:
                  on_batch: Callable[[BatchReport], None] | None = None, encoder: str | None = None,
                  engine: str | None = None, batch_size: int = 32, workers: int | None = None,
                  max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
-        self.folder = Path(os.path.abspath(os.path.expanduser(folder)))
-        self.db = Path(os.path.abspath(os.path.expanduser(db)))
+        self.folder = Path(images.absolute(folder))
+        self.db = Path(images.absolute(db))
         if settle < 0:
             raise ValueError(f"settle is a number of seconds >= 0, got {settle}")
         self.settle = settle

@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import images
 from .files import same_file
 
 ACTIONS = ("move", "trash", "hardlink", "symlink", "delete")
@@ -99,7 +100,7 @@ def make_plan(col, groups, action: str, *, to: str | os.PathLike | None = None) 
     if action != "move" and to is not None:
         raise ValueError(f"--to is for --apply move only, not {action!r}")
     if to is not None:
-        to = os.path.abspath(os.path.expanduser(str(to)))
+        to = images.absolute(to)
         db = os.path.abspath(col.path)
         if to == db or to.startswith(db.rstrip(os.sep) + os.sep):
             raise ValueError(f"--to {to} is inside the collection folder {col.path}; choose a folder outside it")
