@@ -34,6 +34,7 @@ from .review import (
     _distinct_files,
     _ids_by_hash,
     _under,
+    ignored_pairs,
     keep_key,
     make_group,
 )
@@ -96,13 +97,7 @@ def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all
     rank = keep_key(keep)
     reference = tuple(str(r) for r in reference)
     ignore_sets = [frozenset(s) for s in ignored]
-    decisions_of: dict[str, set[int]] = {}
-    for k, hashes in enumerate(ignore_sets):
-        for h in hashes:
-            decisions_of.setdefault(h, set()).add(k)
-
-    def ignored_pair(h1: str, h2: str) -> bool:
-        return bool(decisions_of.get(h1, set()) & decisions_of.get(h2, set()))
+    ignored_pair = ignored_pairs(ignore_sets)
 
     if against is not None:
         return _against_groups(col, against, threshold, tier, rank, reference, ignored_pair, method)

@@ -150,6 +150,23 @@ def _distinct_files(ids: list[int], facts: MemberFacts, keeper: int) -> list[int
     return sorted(out)
 
 
+def ignored_pairs(decisions):
+    """A test ``(hash_a, hash_b) -> bool``: whether one of ``decisions`` marks two files "not duplicates".
+
+    ``decisions``: sets of content hashes (:func:`lookalike.actions.load_decisions`); two files
+    whose hashes are in one set are never paired.
+    """
+    of: dict[str, set[int]] = {}
+    for k, hashes in enumerate(decisions):
+        for h in hashes:
+            of.setdefault(h, set()).add(k)
+
+    def ignored(h1: str, h2: str) -> bool:
+        return bool(of.get(h1, set()) & of.get(h2, set()))
+
+    return ignored
+
+
 def make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, ignored_pair, *,
                verified=frozenset()) -> ReviewGroup:
     """A review group: each member's facts, score to the keeper and role (keep, act, chained, ignored).

@@ -73,15 +73,9 @@ def chosen_groups(col, choices, threshold: float) -> list:
     ValueError
         An id that is not in ``col``, a keeper among its own members, or a group without members.
     """
-    from ..review import MemberFacts, make_group
+    from ..review import MemberFacts, ignored_pairs, make_group
 
-    decisions_of: dict[str, set[int]] = {}
-    for k, hashes in enumerate(load_decisions(col.path)):
-        for h in hashes:
-            decisions_of.setdefault(h, set()).add(k)
-
-    def ignored_pair(h1: str, h2: str) -> bool:
-        return bool(decisions_of.get(h1, set()) & decisions_of.get(h2, set()))
+    ignored_pair = ignored_pairs(load_decisions(col.path))
 
     facts, groups = MemberFacts(col), []
     for keeper, members in choices:

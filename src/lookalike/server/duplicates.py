@@ -42,6 +42,7 @@ def _undecided(col, pairs: list, exclude_under: str | None = None) -> list:
     duplicates to (files there are dealt with already).
     """
     from ..actions import load_decisions
+    from ..review import ignored_pairs
 
     if exclude_under is not None:
         top = exclude_under.rstrip(os.sep) + os.sep
@@ -49,16 +50,13 @@ def _undecided(col, pairs: list, exclude_under: str | None = None) -> list:
     decisions = load_decisions(col.path)
     if not decisions:
         return pairs
-    of: dict[str, set[int]] = {}
-    for k, hashes in enumerate(decisions):
-        for h in hashes:
-            of.setdefault(h, set()).add(k)
+    ignored = ignored_pairs(decisions)
     hashes = col.metadata_columns()["content_hash"]
 
     def h(i):
         return hashes[col.row_of_id(i)] or ""
 
-    return [p for p in pairs if not (of.get(h(p.id_a), set()) & of.get(h(p.id_b), set()))]
+    return [p for p in pairs if not ignored(h(p.id_a), h(p.id_b))]
 
 
 @dataclass
