@@ -38,7 +38,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from lookalike.testing import free_port
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("LOOKALIKE_DATA", HERE.parent.parent / "shared" / "data"))
@@ -228,10 +229,6 @@ def step_latency(work: Path, db: Path, n: int, args) -> dict:
     return res
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> dict | None:
@@ -250,7 +247,7 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 
 def step_serve(work: Path, db: Path, n: int, args) -> dict:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(work / "serve.log", "wb")
     t0 = time.perf_counter()

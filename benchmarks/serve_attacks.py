@@ -20,14 +20,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from lookalike.testing import free_port
+
 HERE = Path(__file__).resolve().parent
 MB = 1024 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status_kb(pid: int, key: str) -> float:
@@ -41,7 +39,7 @@ def _status_kb(pid: int, key: str) -> float:
 def server(db, env):
     import httpx
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}"

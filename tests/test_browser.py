@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -12,16 +11,13 @@ import pytest
 from conftest import real_photo
 
 from lookalike import Collection
+from lookalike.testing import free_port
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("LOOKALIKE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 TOKEN = "browser-test-token-0123456789"
@@ -33,7 +29,7 @@ def _serving(db, **kwargs):
 
     from lookalike.server import create_app
 
-    port = _free_port()
+    port = free_port()
     app = create_app(db, check_interval=0.1, **kwargs)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

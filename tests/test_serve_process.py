@@ -16,18 +16,13 @@ import httpx
 from conftest import synthetic_image
 
 from lookalike import Collection
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lookalike.testing import free_port
 
 
 @contextmanager
 def serving(db, *, host="127.0.0.1", header_timeout=10.0, body_timeout=30.0, cli=False, token=None):
     """A server process over ``db``; yields (base url, process)."""
-    port = _free_port()
+    port = free_port()
     if cli:
         cmd = [sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--host", host, "--port", str(port)]
     else:
@@ -218,7 +213,7 @@ def test_non_loopback_host_needs_a_token_and_warns(tmp_path, image_folder):
     Collection.open_or_create(db).index(image_folder)
     env = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_TOKEN"}
     refused = subprocess.run([sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--host", "0.0.0.0",
-                              "--port", str(_free_port())], capture_output=True, text=True, timeout=60, env=env)
+                              "--port", str(free_port())], capture_output=True, text=True, timeout=60, env=env)
     assert refused.returncode != 0 and "--token" in refused.stderr and "Traceback" not in refused.stderr
     with serving(db, host="0.0.0.0", cli=True, token="a-token-of-16-chars-or-more") as (url, proc):
         assert httpx.get(f"{url}/healthz").status_code == 200

@@ -5,6 +5,7 @@
   returns ``{relative path: kind}`` where kind starts with ``good:`` (must be indexed) or
   ``bad:`` (must be skipped with a reason).
 * :func:`run_and_kill` — SIGKILL a running ``lookalike index`` at a seeded random point of its progress.
+* :func:`free_port` — a free TCP port on 127.0.0.1 for a test server.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -165,3 +167,10 @@ def run_and_kill(cmd: list[str], env: dict, db: Path, total: int, seed: int, tim
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return {"target_rows": target, "finished_before_kill": finished, "rows_at_kill": committed_rows(db)}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a test or benchmark server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
