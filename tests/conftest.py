@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lookalike.testing import synthetic_image  # noqa: F401 (the tests import it from here)
@@ -9,6 +10,33 @@ ROOT = Path(__file__).resolve().parents[1]
 # Exported ONNX models are cached across test runs (export takes ~15 s).
 os.environ.setdefault("LOOKALIKE_CACHE", str(ROOT / ".pytest_cache" / "lookalike-models"))
 DATA = Path(os.environ.get("LOOKALIKE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def leave_one_out(emb, labels, k, expand=0, alpha=3.0):
+    """Reference P@1, P@k and mAP of leave-one-out class retrieval, the plain way: one query at a time.
+
+    With ``expand``: each image's query is itself plus its ``expand`` nearest other images weighted by
+    cosine**alpha, normalised (alpha-QE); the other images are ranked by their cosine to the query.
+    """
+    n = len(labels)
+    p1 = pk = mean_ap = 0.0
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        q = emb[i]
+        if expand:
+            near = sorted(others, key=lambda j: -float(emb[i] @ emb[j]))[:expand]
+            q = emb[i] + sum(max(float(emb[i] @ emb[j]), 0.0) ** alpha * emb[j] for j in near)
+            q = q / np.linalg.norm(q)
+        relevant = [labels[j] == labels[i] for j in sorted(others, key=lambda j: -float(q @ emb[j]))]
+        p1 += relevant[0]
+        pk += sum(relevant[:k]) / k
+        hits, precision_sum = 0, 0.0
+        for rank, rel in enumerate(relevant, 1):
+            if rel:
+                hits += 1
+                precision_sum += hits / rank
+        mean_ap += precision_sum / max(hits, 1)
+    return p1 / n, pk / n, mean_ap / n
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import synthetic_image
+from conftest import leave_one_out, synthetic_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -160,7 +160,7 @@ def test_eval_command(tmp_path, image_folder):
     from lookalike.evaluate import near_duplicate_robustness
 
     col = Collection.open(db, read_only=True)
-    p1, pk, mean_ap = _leave_one_out(np.asarray(col.embeddings, np.float32), col.labels, k=3)
+    p1, pk, mean_ap = leave_one_out(np.asarray(col.embeddings, np.float32), col.labels, k=3)
     cr = data["class_retrieval"]
     assert cr["n"] == 12 and cr["k"] == 3
     assert (cr["p_at_1"], cr["p_at_k"], cr["map"]) == pytest.approx((p1, pk, mean_ap), abs=1e-6)
@@ -172,24 +172,6 @@ def test_eval_command(tmp_path, image_folder):
         e: (v["recall_at_1"], v["recall_at_3"]) for e, v in again["edits"].items()}
     assert nd["edits"]["flip"]["recall_at_1"] == 1.0 and nd["edits"]["gamma"]["recall_at_1"] == 1.0
     assert data["lsh"] == {"recall_at_k": 1.0, "candidates": 12.0, "k": 3}  # 12 images: every one scanned exactly
-
-
-def _leave_one_out(emb, labels, k):
-    """P@1, P@k and mAP of leave-one-out class retrieval, the plain way: one query at a time, full ranking."""
-    n = len(labels)
-    p1 = pk = mean_ap = 0.0
-    for i in range(n):
-        order = sorted((j for j in range(n) if j != i), key=lambda j: -float(emb[i] @ emb[j]))
-        relevant = [labels[j] == labels[i] for j in order]
-        p1 += relevant[0]
-        pk += sum(relevant[:k]) / k
-        hits, precision_sum = 0, 0.0
-        for rank, rel in enumerate(relevant, 1):
-            if rel:
-                hits += 1
-                precision_sum += hits / rank
-        mean_ap += precision_sum / max(hits, 1)
-    return p1 / n, pk / n, mean_ap / n
 
 
 def test_search_with_a_folder_of_queries(db, image_folder, tmp_path):

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import synthetic_image
+from conftest import leave_one_out, synthetic_image
 
 from lookalike import Collection, CollectionError, CorruptCollectionError
 
@@ -323,33 +323,8 @@ def test_flip_average_and_query_expansion(tmp_path, image_folder, collection):
 
     emb = np.asarray(collection.embeddings, np.float32)
     r = class_retrieval(emb, collection.labels, k=3, expand=2)
-    expected = _expanded_leave_one_out(emb, collection.labels, k=3, expand=2)
+    expected = leave_one_out(emb, collection.labels, k=3, expand=2)
     assert r["expand"] == 2 and (r["p_at_1"], r["p_at_k"], r["map"]) == pytest.approx(expected, abs=1e-6)
-
-
-def _expanded_leave_one_out(emb, labels, k, expand, alpha=3.0):
-    """P@1, P@k and mAP of leave-one-out retrieval with alpha-QE, the plain way: one query at a time.
-
-    Each image's query is itself plus its ``expand`` nearest other images weighted by cosine**alpha,
-    normalised; the other images are then ranked by their cosine to that query.
-    """
-    n = len(labels)
-    p1 = pk = mean_ap = 0.0
-    for i in range(n):
-        others = [j for j in range(n) if j != i]
-        near = sorted(others, key=lambda j: -float(emb[i] @ emb[j]))[:expand]
-        q = emb[i] + sum(max(float(emb[i] @ emb[j]), 0.0) ** alpha * emb[j] for j in near)
-        q = q / np.linalg.norm(q)
-        relevant = [labels[j] == labels[i] for j in sorted(others, key=lambda j: -float(q @ emb[j]))]
-        p1 += relevant[0]
-        pk += sum(relevant[:k]) / k
-        hits, precision_sum = 0, 0.0
-        for rank, rel in enumerate(relevant, 1):
-            if rel:
-                hits += 1
-                precision_sum += hits / rank
-        mean_ap += precision_sum / max(hits, 1)
-    return p1 / n, pk / n, mean_ap / n
 
 
 def test_dba_is_stored_used_by_search_and_kept_fresh(collection, image_folder, tmp_path):
