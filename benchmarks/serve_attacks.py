@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from lookalike.testing import free_port
+from lookalike.testing import free_port, wait_healthy
 
 HERE = Path(__file__).resolve().parent
 MB = 1024 * 1024
@@ -37,19 +37,13 @@ def _status_kb(pid: int, key: str) -> float:
 
 @contextmanager
 def server(db, env):
-    import httpx
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(url, timeout=120, proc=proc)
         yield url, proc
     finally:
         if proc.poll() is None:

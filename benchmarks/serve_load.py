@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from lookalike.testing import free_port, wait_healthy
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("LOOKALIKE_DATA", HERE.parent.parent / "shared" / "data"))
@@ -175,20 +176,13 @@ def main():
         tmp = Path(tempfile.mkdtemp(prefix="lookalike-load-"))
         shutil.copytree(db, tmp / "db")
         db = tmp / "db"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--db", str(db), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(args.src))
     try:
         import httpx
 
-        for _ in range(200):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=60, proc=server)
         files = sorted((DATA / "caltech101").rglob("*.jpg"))[::97][:40]  # mostly not in the sample
         uploads = [(p.name, p.read_bytes()) for p in files]
         n_ids = int(httpx.get(f"http://127.0.0.1:{port}/api/stats").json()["images"])

@@ -16,7 +16,7 @@ import httpx
 from conftest import synthetic_image
 
 from lookalike import Collection
-from lookalike.testing import free_port
+from lookalike.testing import free_port, wait_healthy
 
 
 @contextmanager
@@ -35,16 +35,7 @@ def serving(db, *, host="127.0.0.1", header_timeout=10.0, body_timeout=30.0, cli
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.1)
+        wait_healthy(url, timeout=60, proc=proc)
         yield url, proc
     finally:
         if proc.poll() is None:

@@ -6,6 +6,7 @@
   ``bad:`` (must be skipped with a reason).
 * :func:`run_and_kill` — SIGKILL a running ``lookalike index`` at a seeded random point of its progress.
 * :func:`free_port` — a free TCP port on 127.0.0.1 for a test server.
+* :func:`wait_healthy` — wait until a started ``lookalike serve`` answers ``/healthz``.
 """
 
 from __future__ import annotations
@@ -174,3 +175,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_healthy(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url + "/healthz"`` until it answers 200.
+
+    Raises ``RuntimeError`` (with the server's stderr) if ``proc`` exits first, ``TimeoutError``
+    after ``timeout`` seconds.
+    """
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}: {proc.communicate()[1]}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer /healthz within {timeout:.0f} s")
+        time.sleep(0.1)
