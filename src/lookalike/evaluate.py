@@ -513,3 +513,37 @@ def near_duplicate_robustness(col, n_originals: int = 100, seed: int = 0, k: int
     twins = find_twins(col.paths, kept, db)
     return score_near_duplicates(db, kept, {n: np.stack(v) for n, v in vecs.items()},
                                  k=k, labels=labels, threshold=threshold, seed=seed, twins=twins)
+
+
+def measure(col, *, k: int = 10, near_dup: int = 0, ignore_label: Sequence[str] = (), expand: int = 0,
+            dba: int = 0, seed: int = 0, step=None) -> dict:
+    """What ``lookalike eval`` measures on a collection, as one dict.
+
+    Keys: db, images, then, when measured, class_retrieval (+ _expanded with ``expand``, _dba with
+    ``dba``; leave-one-out over the labelled images less ``ignore_label``, needs two labels or more),
+    near_duplicates (``near_dup`` seeded originals edited, see :func:`near_duplicate_robustness`), lsh
+    (the collection's LSH index recall@k against exact search). ``step``: a context manager factory
+    called with a message around each long step (the CLI's spinner).
+    """
+    from contextlib import nullcontext
+
+    step = step or (lambda message: nullcontext())
+    results: dict = {"db": str(col.path), "images": len(col)}
+    labels = col.labels
+    keep = [i for i, lab in enumerate(labels) if lab not in set(ignore_label)]
+    kept_labels = [labels[i] for i in keep]
+    if len(set(kept_labels)) > 1:
+        emb = np.asarray(col.embeddings)[keep]
+        with step(f"class retrieval: {len(keep)} leave-one-out queries..."):
+            results["class_retrieval"] = class_retrieval(emb, kept_labels, k=k)
+        if expand:
+            results["class_retrieval_expanded"] = class_retrieval(emb, kept_labels, k=k, expand=expand)
+        if dba:
+            results["class_retrieval_dba"] = class_retrieval(emb, kept_labels, k=k, expand=expand, dba=dba)
+    if near_dup:
+        with step(f"near-duplicate robustness: editing and embedding {near_dup} originals..."):
+            results["near_duplicates"] = near_duplicate_robustness(col, n_originals=near_dup, seed=seed, k=k)
+    if col.lsh is not None:
+        rec, cand = col.lsh.measure(k=k, seed=seed)
+        results["lsh"] = {"recall_at_k": rec, "candidates": cand, "k": k}
+    return results

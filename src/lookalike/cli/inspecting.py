@@ -115,45 +115,17 @@ def evaluate(
     """
     import json
 
+    from ..evaluate import measure
+
     col = open_collection(db, read_only=True)
     if len(col) < 2:
         fail("The collection needs at least 2 images to evaluate.")
-    results = measure_quality(col, k=k, near_dup=near_dup, ignore_label=ignore_label or [], expand=expand, dba=dba,
-                              seed=seed)
+    results = measure(col, step=busy, k=k, near_dup=near_dup, ignore_label=ignore_label or [], expand=expand,
+                      dba=dba, seed=seed)
     _print_quality(results, k=k, expand=expand, dba=dba)
     if out_json:
         out_json.write_text(json.dumps(results, indent=2))
         out.print(f"results written to {out_json}")
-
-
-def measure_quality(col, *, k: int, near_dup: int, ignore_label: list[str], expand: int, dba: int, seed: int) -> dict:
-    """The measurements of ``eval`` as one dict (library calls only; the spinner says which one runs).
-
-    Keys: db, images, then, when measured, class_retrieval (+ _expanded, _dba), near_duplicates, lsh.
-    """
-    import numpy as np
-
-    from .. import evaluate as ev
-
-    results: dict = {"db": str(col.path), "images": len(col)}
-    labels = col.labels
-    keep = [i for i, lab in enumerate(labels) if lab not in set(ignore_label)]
-    kept_labels = [labels[i] for i in keep]
-    if len(set(kept_labels)) > 1:
-        emb = np.asarray(col.embeddings)[keep]
-        with busy(f"class retrieval: {len(keep)} leave-one-out queries..."):
-            results["class_retrieval"] = ev.class_retrieval(emb, kept_labels, k=k)
-        if expand:
-            results["class_retrieval_expanded"] = ev.class_retrieval(emb, kept_labels, k=k, expand=expand)
-        if dba:
-            results["class_retrieval_dba"] = ev.class_retrieval(emb, kept_labels, k=k, expand=expand, dba=dba)
-    if near_dup:
-        with busy(f"near-duplicate robustness: editing and embedding {near_dup} originals..."):
-            results["near_duplicates"] = ev.near_duplicate_robustness(col, n_originals=near_dup, seed=seed, k=k)
-    if col.lsh is not None:
-        rec, cand = col.lsh.measure(k=k, seed=seed)
-        results["lsh"] = {"recall_at_k": rec, "candidates": cand, "k": k}
-    return results
 
 
 def _print_quality(results: dict, *, k: int, expand: int, dba: int) -> None:
