@@ -57,6 +57,20 @@ def _unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _edited_set(args, paths):
+    """The decoded images, the seeded originals' rows, the edit names and the edited copies (edit-major:
+    edit 0 of every original, then edit 1, ...)."""
+    from lookalike import evaluate as ev
+    from lookalike.images import decode
+
+    ims = [decode(p).image for p in paths]
+    rng = np.random.default_rng(args.seed)
+    rows = np.sort(rng.choice(len(paths), args.originals, replace=False))
+    edits = [ev.edit_image(ims[r], rng) for r in rows]
+    names = list(edits[0])
+    return ims, rows, names, [e[n] for n in names for e in edits]
+
+
 def tapped_session(enc):
     """ONNX Runtime session on the shipped graph with two more outputs: the last feature map and block 10's."""
     import onnx
@@ -284,18 +298,12 @@ def int8_main(args):
     """--int8: the default profile on the onnx-int8 engine (calibrated on 64 seeded collection images) vs float."""
     from lookalike import evaluate as ev
     from lookalike.encoders import PROFILES, get_encoder
-    from lookalike.images import decode
 
     prof = PROFILES["balanced"]
     paths, labels = sample()
     keep = np.sort(np.random.default_rng(args.seed).choice(len(paths), args.images, replace=False))
     paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-    ims = [decode(p).image for p in paths]
-    rng = np.random.default_rng(args.seed)
-    rows = np.sort(rng.choice(len(paths), args.originals, replace=False))
-    edits = [ev.edit_image(ims[r], rng) for r in rows]
-    names = list(edits[0])
-    edited = [e[n] for n in names for e in edits]
+    ims, rows, names, edited = _edited_set(args, paths)
     twins = ev.find_twins([str(p) for p in paths], rows, _fp32_db(args, len(paths)))
     out = {}
     for engine in ("onnx", "onnx-int8"):
@@ -368,7 +376,6 @@ def main():
         return int8_main(args)
     from lookalike import evaluate as ev
     from lookalike.encoders import get_encoder
-    from lookalike.images import decode
 
     enc = get_encoder(args.encoder)
     sess, S = tapped_session(enc), enc.image_size
@@ -379,12 +386,7 @@ def main():
         keep = np.sort(np.random.default_rng(args.seed).choice(len(paths), args.images, replace=False))
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     t0 = time.time()
-    ims = [decode(p).image for p in paths]
-    rng = np.random.default_rng(args.seed)
-    rows = np.sort(rng.choice(len(paths), args.originals, replace=False))
-    edits = [ev.edit_image(ims[r], rng) for r in rows]
-    names = list(edits[0])
-    edited = [e[n] for n in names for e in edits]  # edit-major: name 0 of every original, name 1, ...
+    ims, rows, names, edited = _edited_set(args, paths)
     print(f"{len(paths)} images, {len(rows)} originals x {len(names)} edits ({time.time() - t0:.0f} s)", flush=True)
     F, t0 = {}, time.time()
     if args.cache and args.cache.exists():
