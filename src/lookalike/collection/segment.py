@@ -107,6 +107,16 @@ def npy_shape(path: Path) -> tuple[tuple[int, int], np.dtype, int]:
         return shape, dtype, f.tell()
 
 
+def _discard(f, tmp: Path) -> None:
+    """Close ``f`` (best effort, on the way out of a failed write) and delete its temp file ``tmp``."""
+    try:
+        f.close()
+    except Exception:  # noqa: BLE001
+        pass
+    if tmp.exists():
+        tmp.unlink()
+
+
 class NpyWriter:
     """A 2-d ``.npy`` file written streaming under a temp name: ``write`` blocks, then ``finish``."""
 
@@ -139,12 +149,7 @@ class NpyWriter:
 
     def abort(self) -> None:
         """Give up: close and delete the temp file."""
-        try:
-            self._f.close()
-        except Exception:  # noqa: BLE001 (best effort on the way out)
-            pass
-        if self.tmp.exists():
-            self.tmp.unlink()
+        _discard(self._f, self.tmp)
 
 
 class SegmentWriter:
@@ -197,12 +202,7 @@ class SegmentWriter:
 
     def abort(self) -> None:
         """Give up: close and delete the temp files."""
-        try:
-            self._meta.close()
-        except Exception:  # noqa: BLE001 (best effort on the way out)
-            pass
-        if self._meta_tmp.exists():
-            self._meta_tmp.unlink()
+        _discard(self._meta, self._meta_tmp)
         for w in (self._emb, self._var):
             if w is not None:
                 w.abort()
