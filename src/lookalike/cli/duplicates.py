@@ -8,10 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..dupes import DEFAULT_THRESHOLD
-from ..images import absolute
 from .common import check_choice, err, exit_on, fail, open_collection, out, require_extra
-from .options import DEFAULT_DB, DbOpt, ThresholdOpt
+from .options import DEFAULT_DB, DEFAULT_THRESHOLD, DbOpt, ThresholdOpt
 from .render import human_size, print_json, records, write_csv
 
 
@@ -52,6 +50,7 @@ def dupes(
     """
     from .. import actions
     from ..dupes import KEEP_RULES, TIERS, review_groups
+    from ..images import absolute
 
     if fmt not in ("table", "json", "csv"):
         fail(f"--format must be table, json or csv, not {fmt!r}")

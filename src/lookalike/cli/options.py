@@ -10,6 +10,9 @@ import typer
 # The collection's default folder, as collection.store.DEFAULT_DB (not imported: --help would load the
 # collection code; tests/test_cli.py checks that the two agree).
 DEFAULT_DB = Path("lookalike-index")
+# The dupes threshold, as lookalike.dupes.DEFAULT_THRESHOLD (not imported, for the same reason: dupes loads
+# numpy; tests/test_dupes.py checks that every command's default is that constant).
+DEFAULT_THRESHOLD = 0.88
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection folder.", show_default=True)]
 ThresholdOpt = Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")]

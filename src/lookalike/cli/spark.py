@@ -9,9 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..dupes import DEFAULT_THRESHOLD
 from .common import exit_on, out, require_extra
-from .options import DEFAULT_DB, DbOpt, FormatOpt, MasterOpt, ThresholdOpt
+from .options import DEFAULT_DB, DEFAULT_THRESHOLD, DbOpt, FormatOpt, MasterOpt, ThresholdOpt
 from .render import print_json
 
 app = typer.Typer(no_args_is_help=True, help="Run lookalike jobs on Apache Spark (local[N] or a cluster).")
