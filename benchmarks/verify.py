@@ -52,7 +52,7 @@ FLOOR = min(LOWS)
 INLIERS = tuple(range(6, 61, 2))
 COVERAGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # minimum share of an image the inliers' convex hull covers
 CORRELATIONS = (-1.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # minimum correlation of the aligned grey thumbnails
-TOPS = (1, 3, 5, 10)  # candidate band pairs limited to each image's TOP nearest neighbours
+TOPS = (1, 2, 3, 5, 10)  # candidate band pairs limited to each image's TOP nearest neighbours
 CORR_QUANTILE = 25  # the other tile statistic measured: 25th percentile instead of the median
 STAT_NAMES = {2: "median", 3: f"p{CORR_QUANTILE}"}
 # Collection pairs the benchmark counts as unrelated but that are one photo (looked at 2026-11-27: the
@@ -315,13 +315,19 @@ def main():
     sweep = {f"{lo:.2f}/{k}/{c}/{r}": evaluate("test", lo, k, c, r) for lo in LOWS for k in (8, 12, 16, 20, 25, 30, 40)
              for c in (0.0, 0.2) for r in CORRELATIONS}  # median tile correlation
     # the cost at scale: check a band pair only when one image is among the other's TOP nearest collection images
-    topk = {}
+    topk, topk_tune = {}, {}
+
+    def worst(found):
+        return min(v for e, v in found.items() if e not in ev.ORIENTATION_EDITS)
+
     for K in TOPS:
         r = evaluate("test", low, k_min, c_min, r_min, top=K, stat=stat)
         kept = (np.minimum(c_rank[0], c_rank[1]) <= K) & (cc[sel] >= low)
-        topk[K] = {"found": r["found"], "found_main": r["found_main"], "precision": r["precision"],
-                   "band_pairs_in_collection": int(kept.sum()),
+        topk[K] = {"found": r["found"], "found_main": r["found_main"], "worst_edit": worst(r["found"]),
+                   "precision": r["precision"], "band_pairs_in_collection": int(kept.sum()),
                    "band_pairs_per_10k_images": round(int(kept.sum()) * 10_000 / n)}
+        r = evaluate("tune", low, k_min, c_min, r_min, top=K, stat=stat)  # TOP_K is chosen on this half
+        topk_tune[K] = {"found_main": r["found_main"], "worst_edit": worst(r["found"]), "precision": r["precision"]}
 
     # inlier distributions on the test half: positives in band vs the hardest negatives
     d = per_half["test"]
@@ -369,7 +375,7 @@ def main():
     out.update({"rule": {"band": [low, THRESHOLD], "min_inliers": k_min, "min_coverage": c_min,
                          "min_correlation": r_min, "correlation": STAT_NAMES[stat], "other_correlation": variant,
                          "chosen_on": "tune", "no_photometric_check": no_photometric,
-                         "top_k": topk,
+                         "top_k": topk, "top_k_tune": topk_tune,
                          "target_precision_tune": TARGET_PRECISION},
                 "false_verifications": false_verified, "baseline": baseline, "combined": chosen, "sweep_test": sweep, "inliers_test": dist, "cost": cost,
                 "halves": {h: [int(rows[i]) for i in v] for h, v in halves.items()},
@@ -392,6 +398,9 @@ def main():
           + " | ".join(f"{topk[K]['precision']:.4f}" for K in TOPS) + " |")
     print(f"| band pairs per 10k images | 0 | {cost['band_pairs_per_10k_images']} | "
           + " | ".join(f"{topk[K]['band_pairs_per_10k_images']}" for K in TOPS) + " |")
+    print("tune half, top-K only (TOP_K is chosen here): " + ", ".join(
+        f"top-{K}: worst edit {v['worst_edit']:.2f}, all but 90/180 {v['found_main']:.3f}, precision "
+        f"{v['precision']:.4f}" for K, v in topk_tune.items()))
     print(f"same-edit copies verified per edit (test): {c['b_per_edit']}")
     print(f"without the photometric check (test): {json.dumps(no_photometric['test'])}")
     print(f"\nhard negatives verified (test half, cosine in band): copy vs unrelated {c['a_verified']}/{c['a_checked']} "
@@ -409,7 +418,9 @@ def main():
                 k: v for k, v in out["rule"].items() if k in ("band", "min_inliers", "min_coverage", "min_correlation")},
             "test": {k: chosen["test"][k] for k in ("found", "found_main", "precision", "a_verified", "a_checked",
                                                     "b_verified", "b_checked", "c_verified", "c_checked")},
-            "top3": {k: topk[3][k] for k in ("found_main", "precision", "band_pairs_per_10k_images")},
+            "top_k": {K: {k: topk[K][k] for k in ("found_main", "worst_edit", "precision", "band_pairs_per_10k_images")}
+                      for K in TOPS},
+            "top_k_tune": topk_tune,
             "cost": {k: cost[k] for k in ("ms_features_per_image_median", "ms_match_per_pair_median")}}
         res.write_text(json.dumps(data, indent=1))
     else:

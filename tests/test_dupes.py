@@ -262,7 +262,8 @@ def test_verify_groups_hard_copies_a_threshold_misses(tmp_path):
     o = names.index(f"Leopards_{original.name}")
     for name in copies:  # the copies are below the threshold: a threshold alone misses them
         assert E[o] @ E[names.index(f"copy_{name}.jpg")] < DEFAULT_THRESHOLD
-    assert not any(f"Leopards_{original.name}" in map(lambda m: Path(m).name, g.paths) for g in review_groups(col))
+    assert not any(f"Leopards_{original.name}" in map(lambda m: Path(m).name, g.paths)
+                   for g in review_groups(col, verify=False))
 
     groups = review_groups(col, verify=True)
     assert len(groups) == 1
@@ -270,3 +271,6 @@ def test_verify_groups_hard_copies_a_threshold_misses(tmp_path):
     assert sorted(Path(p).name for p in g.paths) == sorted([f"Leopards_{original.name}", "copy_rotate_20.jpg",
                                                             "copy_watermark.jpg"])
     assert sorted(m.role for m in g.members) == ["act", "act", "keep"]
+    assert sorted((m.role, m.verified) for m in g.members) == [("act", True), ("act", True), ("keep", False)]
+    # the default ("auto": OpenCV is installed, 6 images) verifies too
+    assert [(x.ids, x.keeper) for x in review_groups(col)] == [(g.ids, g.keeper)]

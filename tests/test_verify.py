@@ -118,3 +118,160 @@ def test_a_small_feature_cache_gives_the_same_answers(files):
     ok2, inliers2 = vf.verify_pairs(a, b, cache_size=1)
     assert ok.tolist() == ok2.tolist() == [True, True, False, True, False, True, False, True, False]
     assert inliers.tolist() == inliers2.tolist()
+
+
+def test_many_threads_give_the_answers_of_one(files):
+    names = ["rotate_20", "crop_50", "unrelated", "thumbnail", "broken", "watermark", "screenshot"]
+    a = [files[n] for n in names] * 2
+    b = [files["original"]] * len(names) + [files["unrelated2"]] * len(names)
+    seen = []
+    ok1, inl1 = vf.verify_pairs(a, b, workers=1)
+    ok4, inl4 = vf.verify_pairs(a, b, workers=4, progress=seen.append)
+    assert ok1.tolist() == ok4.tolist() == [True, True, False, True, False, True, True] + [False] * len(names)
+    assert inl1.tolist() == inl4.tolist()
+    assert seen == [1.0]  # one chunk of CHUNK_PAIRS or fewer
+
+
+def test_verify_plan_modes():
+    assert vf.plan("auto", 10) == vf.Plan("auto", True)
+    assert vf.plan(None, 10) == vf.Plan("auto", True)
+    assert vf.plan(False, 10) == vf.Plan("off", False)
+    assert vf.plan(True, 10 ** 6) == vf.Plan("on", True)  # forced: at any size
+    assert vf.plan("auto", 10, against=True) == vf.Plan("auto", False)  # another collection: off, no note
+    with pytest.raises(ValueError, match="against"):
+        vf.plan(True, 10, against=True)
+    big = vf.plan("auto", vf.AUTO_MAX_IMAGES + 1)
+    assert not big.on and f"{vf.AUTO_MAX_IMAGES + 1:,} images is above the {vf.AUTO_MAX_IMAGES:,}" in big.note
+    assert vf.plan("auto", vf.AUTO_MAX_IMAGES).on
+    with pytest.raises(ValueError, match="verify must be"):
+        vf.plan("sometimes", 10)
+
+
+def test_the_cli_copy_of_the_size_limit_is_the_library_one():
+    from lookalike.cli.options import VERIFY_MAX_IMAGES
+
+    assert VERIFY_MAX_IMAGES == vf.AUTO_MAX_IMAGES
+
+
+def _without_opencv(monkeypatch):
+    """Make ``import cv2`` fail as it does where the verify extra is not installed."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "cv2" or m.startswith("cv2.")] + ["cv2"]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_without_opencv_auto_is_off_with_the_pip_command(monkeypatch):
+    from lookalike.extras import MissingExtraError
+
+    _without_opencv(monkeypatch)
+    assert not vf.available()
+    p = vf.plan("auto", 10)
+    assert not p.on and "pip install 'lookalike[verify]'" in p.note
+    with pytest.raises(MissingExtraError):
+        vf.plan(True, 10)
+    assert vf.plan(False, 10) == vf.Plan("off", False)
+
+
+@pytest.fixture(scope="module")
+def hard_copies(tmp_path_factory):
+    """A collection of 5 real photos and 2 hard copies of one (watermark, 20-degree turn) that score below the
+    threshold; returns (db, names of the original and its copies)."""
+    import shutil
+
+    from conftest import real_photo
+
+    from lookalike import Collection
+    from lookalike.dupes import DEFAULT_THRESHOLD
+
+    tmp = tmp_path_factory.mktemp("hard")
+    root = tmp / "photos"
+    root.mkdir()
+    original = real_photo("Leopards")[0]
+    for p in [original] + real_photo("airplanes", 2) + real_photo("brain", 2):
+        shutil.copy(p, root / f"{p.parent.name}_{p.name}")
+    copies = ev.edit_image(Image.open(original).convert("RGB"), np.random.default_rng(0),
+                           names=["watermark", "rotate_20"])
+    for name, im in copies.items():
+        im.save(root / f"copy_{name}.jpg", quality=92)
+    col = Collection.create(tmp / "db")
+    col.index(root)
+    E = np.asarray(col.embeddings, np.float32)
+    names = [p.rsplit("/", 1)[1] for p in col.paths]
+    group = sorted([f"Leopards_{original.name}", "copy_rotate_20.jpg", "copy_watermark.jpg"])
+    o = names.index(group[0])
+    assert all(E[o] @ E[names.index(n)] < DEFAULT_THRESHOLD for n in group[1:])
+    return tmp / "db", group
+
+
+def _dupes(args, db):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    res = CliRunner().invoke(app, ["dupes", "--db", str(db), "--format", "json"] + args)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    groups = [sorted(m["path"].rsplit("/", 1)[1] for m in g["members"]) for g in data["groups"]]
+    return data, groups, res.stderr
+
+
+def test_dupes_verifies_by_default(hard_copies):
+    db, group = hard_copies
+    data, groups, err = _dupes([], db)
+    assert (data["verify"], data["verified"], data["verify_note"]) == ("auto", True, None)
+    assert groups == [group]
+    # the keeper is the turned copy (most pixels: its canvas grew); the other two verified against it
+    assert sorted((m["role"], m["verified"]) for m in data["groups"][0]["members"]) == [
+        ("act", True), ("act", True), ("keep", False)]
+    assert err == ""
+    assert _dupes(["--verify"], db)[:2] == (dict(data, verify="on"), groups)
+
+
+def test_no_verify_turns_it_off(hard_copies):
+    db, _ = hard_copies
+    data, groups, err = _dupes(["--no-verify"], db)
+    assert (data["verify"], data["verified"], data["verify_note"], groups, err) == ("off", False, None, [], "")
+
+
+def test_without_opencv_dupes_says_what_is_skipped(hard_copies, monkeypatch):
+    db, _ = hard_copies
+    _without_opencv(monkeypatch)
+    data, groups, err = _dupes([], db)
+    assert (data["verify"], data["verified"], groups) == ("auto", False, [])
+    assert data["verify_note"] in err and "pip install 'lookalike[verify]'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_above_the_size_limit_auto_is_off_and_verify_forces_it(hard_copies, monkeypatch):
+    db, group = hard_copies
+    monkeypatch.setattr(vf, "AUTO_MAX_IMAGES", 6)  # the collection has 7 images
+    data, groups, err = _dupes([], db)
+    assert (data["verified"], groups) == (False, [])
+    assert "7 images is above the 6 verified by default; --verify checks them anyway" in err
+    assert len(err.strip().splitlines()) == 1
+    data, groups, err = _dupes(["--verify"], db)
+    assert (data["verify"], data["verified"], groups, err) == ("on", True, [group], "")
+
+
+def test_against_another_collection_is_not_verified(hard_copies):
+    db, _ = hard_copies
+    data, groups, err = _dupes(["--against", str(db)], db)
+    assert (data["verify"], data["verified"], data["verify_note"], err) == ("auto", False, None, "")
+    assert len(groups) == 7  # every image matches itself there
+
+
+def test_review_groups_reports_progress_of_the_verification(hard_copies):
+    from lookalike import Collection
+    from lookalike.dupes import review_groups, verification
+
+    col = Collection.open(hard_copies[0])
+    seen = []
+    groups = review_groups(col, progress=seen.append)
+    assert [sorted(p.rsplit("/", 1)[1] for p in g.paths) for g in groups] == [hard_copies[1]]
+    assert seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 2
+    assert verification(col) == vf.Plan("auto", True)
+    assert verification(col, False) == vf.Plan("off", False)
+    assert review_groups(col, verify=False) == []

@@ -9,6 +9,8 @@ The work is in three modules, re-exported here (``lookalike.dupes`` is the API):
 
 from __future__ import annotations
 
+import logging
+
 from .grouping import Group, components, connected_groups, group_pairs, keeper_rank, strict_split
 from .pairs import (
     LSH_QUERY_ROWS,
@@ -44,17 +46,31 @@ from .review import (
 # pairs of different photos (same-class ones included) stay under 1 % of the pairs reported.
 DEFAULT_THRESHOLD = 0.88
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "DEFAULT_THRESHOLD", "KEEP_RULES", "LSH_QUERY_ROWS", "PAIR_BLOCK_ROWS", "PAIR_OTHER_ROWS", "ROLES", "TIERS",
     "Group", "Member", "MemberFacts", "Pair", "PairScan", "Progress", "ReviewGroup", "components", "connected_groups",
     "exact_pairs", "find_pairs", "group_pairs", "keep_key", "keeper_rank", "lsh_pairs", "make_group", "review_groups",
-    "scan_pairs", "strict_split", "verified_pairs",
+    "scan_pairs", "strict_split", "verification", "verified_pairs",
 ]
+
+
+def verification(col, verify="auto", *, against=None):
+    """Whether :func:`review_groups` verifies pairs of ``col`` for this ``verify`` setting (one rule for all callers).
+
+    Returns a :class:`lookalike.verify.Plan`: ``on``, and for ``"auto"`` when it does not verify,
+    the one-line ``note`` saying why (OpenCV missing: the ``pip install``; a collection above
+    :data:`lookalike.verify.AUTO_MAX_IMAGES`). See :func:`lookalike.verify.plan`.
+    """
+    from . import verify as vf
+
+    return vf.plan(verify, len(col), against=against is not None)
 
 
 def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all", keep: str = "pixels", reference=(),
                   ignored=(), strict: bool = False, method: str = "auto", against=None,
-                  verify: bool = False) -> list[ReviewGroup]:
+                  verify="auto", progress=None) -> list[ReviewGroup]:
     """Duplicate groups ready to act on: exact tier first, then near tier; a keeper and a role per member.
 
     Exact groups are byte-identical files (same content hash). Near groups come from the
@@ -79,13 +95,18 @@ def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all
     against : Collection, optional
         Another collection: one group per image of ``col`` duplicated there, its best match
         there as keeper; only the image of ``col`` may be acted on.
-    verify : bool, default False
+    verify : {"auto", True, False}, default "auto"
         Also check each image's nearest neighbours scoring in ``[verify.BAND_LOW, threshold)``
         with local features + RANSAC (:func:`lookalike.pairs.verified_pairs`; the ``verify``
         extra, OpenCV) and group the pairs that pass: the hard copies (blur + noise, 15-25 degree
         turns, watermarks, thumbnails, screenshots, deep crops) a threshold alone cannot separate
-        from similar photos. A member verified against the keeper may be acted on. Not with
-        ``against``.
+        from similar photos. A member verified against the keeper may be acted on
+        (``Member.verified``). ``"auto"``: when OpenCV is installed and the collection has at most
+        :data:`lookalike.verify.AUTO_MAX_IMAGES` images, never with ``against`` (otherwise the
+        reason is logged; :func:`verification` gives it). True: always (ImportError without
+        OpenCV; ValueError with ``against``).
+    progress : callable, optional
+        Called with the fraction of the verification done (0..1) while it runs.
 
     Returns
     -------
@@ -98,6 +119,9 @@ def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all
     reference = tuple(str(r) for r in reference)
     ignore_sets = [frozenset(s) for s in ignored]
     ignored_pair = ignored_pairs(ignore_sets)
+    plan = verification(col, verify, against=against)
+    if plan.note:
+        log.info("dupes: %s", plan.note)
 
     if against is not None:
         return _against_groups(col, against, threshold, tier, rank, reference, ignored_pair, method)
@@ -127,8 +151,8 @@ def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all
 
         pairs = [p for p in find_pairs(col, threshold, method=method) if kept(p)]
         checked = frozenset()
-        if verify:
-            extra = [p for p in verified_pairs(col, threshold, method=method) if kept(p)]
+        if plan.on:
+            extra = [p for p in verified_pairs(col, threshold, method=method, progress=progress) if kept(p)]
             checked = frozenset((min(p.id_a, p.id_b), max(p.id_a, p.id_b)) for p in extra)
             pairs += extra
         for g in group_pairs(col, pairs, strict=strict):

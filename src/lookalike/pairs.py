@@ -353,7 +353,7 @@ VERIFY_QUERY_ROWS = 4_096
 
 
 def verified_pairs(col, threshold: float, *, low: float | None = None, k: int | None = None,
-                   method: str = "auto", progress: Progress | None = None) -> list[Pair]:
+                   method: str = "auto", progress: Progress | None = None, workers: int | None = None) -> list[Pair]:
     """Pairs below ``threshold`` that a geometric check shows to be the same photo.
 
     Candidates are each image's ``k`` nearest neighbours (plain cosine, exact or LSH) whose
@@ -361,7 +361,9 @@ def verified_pairs(col, threshold: float, *, low: float | None = None, k: int | 
     watermarks, thumbnails, screenshots, deep crops) score there, among similar photos. Each
     candidate is checked with local features + RANSAC (:func:`lookalike.verify.verify_pairs`,
     OpenCV, the ``verify`` extra); the ones that pass are returned with their cosine as score.
-    The cost grows with the collection (about ``k`` checks per image), not its square.
+    The cost grows with the collection (at most ``k`` checks per image), not its square; features
+    are computed only for the images of candidate pairs, in ``workers`` threads (default: the cores).
+    ``progress`` gets the fraction done: the neighbour search is the first 5 %.
     """
     from . import verify
     from .collection import LSH_MIN_IMAGES
@@ -398,10 +400,13 @@ def verified_pairs(col, threshold: float, *, low: float | None = None, k: int | 
                     cand_b.append(key[1])
                     cand_s.append(s)
         if progress is not None:
-            progress(0.3 * min(n, start + VERIFY_QUERY_ROWS) / n)
+            progress(0.05 * min(n, start + VERIFY_QUERY_ROWS) / n)
     if not cand_a:
+        if progress is not None:
+            progress(1.0)
         return []
-    ok, _ = verify.verify_pairs([paths[a] for a in cand_a], [paths[b] for b in cand_b])
+    ok, _ = verify.verify_pairs([paths[a] for a in cand_a], [paths[b] for b in cand_b], workers=workers,
+                                progress=_share(progress, 0.05, 1.0))
     out = [Pair(score=s, id_a=int(ids[a]), id_b=int(ids[b]), path_a=str(paths[a]), path_b=str(paths[b]))
            for a, b, s, good in zip(cand_a, cand_b, cand_s, ok) if good]
     if progress is not None:

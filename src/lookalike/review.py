@@ -35,6 +35,7 @@ class Member:
     identical: bool  # byte-identical to the keeper (same content hash)
     role: str  # one of ROLES: keep, act (an action may touch it), reference, chained, ignored, other
     in_other: bool = False  # from the ``against`` collection (its id is that collection's)
+    verified: bool = False  # below the threshold to the keeper, shown the same photo by the geometric check
 
     @property
     def folder(self) -> str:
@@ -198,7 +199,8 @@ def make_group(col, facts, ids, keeper, pairs, tier, threshold, reference, ignor
             role = "act"
         else:
             role = "chained"
-        members.append(Member(id=i, score=float(s), identical=identical, role=role, **f))
+        checked = not identical and s < threshold and (min(i, keeper), max(i, keeper)) in verified
+        members.append(Member(id=i, score=float(s), identical=identical, role=role, verified=checked, **f))
     return ReviewGroup(ids=list(ids), paths=[facts[i]["path"] for i in ids], keeper=keeper, pairs=list(pairs),
                        tier=tier, members=members)
 

@@ -52,6 +52,16 @@ TILES = 4  # the correlation is the median over a TILES x TILES grid of the over
 TILE_STD = 4.0  # grey levels: a flatter tile (sky, a caption band) has no say
 # verify_pairs keeps the features of this many images in memory (~80 kB each).
 CACHE_IMAGES = 2048
+# verify_pairs works through the pairs in chunks of this many: the chunk's missing features are computed
+# in a thread pool (OpenCV releases the GIL), then its pairs are matched in the pool.
+CHUNK_PAIRS = 256
+# Threads of verify_pairs (None: one per core, at most 8).
+MAX_WORKERS = 8
+# `dupes` verifies by default ("auto") up to this many images: at about 17-45 ms per image on a 2-core VM
+# (features of the images in candidate pairs + ~2 checks per image; benchmarks/verify.py and the README),
+# 20,000 images take ~6-15 minutes more than the threshold alone, the most a default should add; --verify
+# checks a larger collection anyway. The CLI keeps a copy (cli/options.VERIFY_MAX_IMAGES; a test compares).
+AUTO_MAX_IMAGES = 20_000
 # The fitted map's two scale factors may differ by at most this (a squash to a square is ~1.5).
 MAX_ANISOTROPY = 3.0
 
@@ -81,6 +91,76 @@ def _cv2():
     from .extras import require
 
     return require("verify", "cv2")
+
+
+def available() -> bool:
+    """Whether OpenCV (the ``verify`` extra) can be imported, i.e. whether pairs can be verified."""
+    from .extras import MissingExtraError
+
+    try:
+        _cv2()
+    except MissingExtraError:
+        return False
+    return True
+
+
+MODES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Whether ``dupes`` verifies pairs, and when a default could not, the one-line note saying why.
+
+    ``mode``: what was asked (``"auto"``, ``"on"``, ``"off"``); ``on``: whether pairs are verified.
+    """
+
+    mode: str
+    on: bool
+    note: str | None = None
+
+
+def mode_of(verify) -> str:
+    """``True``/``False``/``None`` or ``"auto"``/``"on"``/``"off"`` -> one of :data:`MODES` (None: auto)."""
+    if verify is None or verify == "auto":
+        return "auto"
+    if verify is True or verify == "on":
+        return "on"
+    if verify is False or verify == "off":
+        return "off"
+    raise ValueError(f"verify must be True, False or 'auto', got {verify!r}")
+
+
+def plan(verify, n_images: int, *, against: bool = False, max_images: int | None = None) -> Plan:
+    """Resolve ``dupes``' ``verify`` setting for a collection of ``n_images`` images.
+
+    ``"auto"`` (the default) verifies when OpenCV is installed, the collection has at most
+    ``max_images`` images (default :data:`AUTO_MAX_IMAGES`) and there is no ``against`` collection;
+    otherwise it does not, with a note
+    (no note for ``against``: verification checks pairs inside one collection). ``True`` always
+    verifies (:class:`~lookalike.extras.MissingExtraError` without OpenCV; ValueError with
+    ``against``); ``False`` never does.
+    """
+    mode = mode_of(verify)
+    max_images = AUTO_MAX_IMAGES if max_images is None else max_images
+    if mode == "off":
+        return Plan(mode, False)
+    if against:
+        if mode == "on":
+            raise ValueError("verification checks pairs inside one collection; it does not go with against")
+        return Plan(mode, False)
+    if mode == "on":
+        _cv2()  # a missing OpenCV is an error when asked for
+        return Plan(mode, True)
+    if not available():
+        from .extras import install_command
+
+        return Plan(mode, False, "hard copies (turns, watermarks, thumbnails, deep crops) were not verified: that "
+                                 f"needs OpenCV; {install_command('verify')}")
+    if n_images > max_images:
+        return Plan(mode, False, f"hard copies (turns, watermarks, thumbnails, deep crops) were not verified: "
+                                 f"{n_images:,} images is above the {max_images:,} verified by default; "
+                                 "--verify checks them anyway (about 2 s per 100 images)")
+    return Plan(mode, True)
 
 
 _SIFT = {}
@@ -233,18 +313,24 @@ def match_details(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: 
                  _correlation(a, b, M), M)
 
 
-def _load(path) -> Features | None:
+def _load(path, long_side: int = LONG_SIDE, n_features: int = N_FEATURES) -> Features | None:
     from . import images
 
-    try:
-        return features(images.decode(path).image)
+    try:  # a large JPEG is decoded at a reduced scale that stays above long_side (much faster, same frame)
+        return features(images.decode(path, draft_size=long_side).image, long_side=long_side, n_features=n_features)
     except Exception:  # noqa: BLE001 - an unreadable file is "not verified", never an error
         return None
 
 
+def _workers(workers: int | None) -> int:
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1) if workers is None else int(workers))
+
+
 def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN_INLIERS,
                  min_coverage: float = MIN_COVERAGE, min_correlation: float = MIN_CORRELATION,
-                 ratio: float = RATIO, cache_size: int = CACHE_IMAGES) -> tuple[np.ndarray, np.ndarray]:
+                 ratio: float = RATIO, cache_size: int = CACHE_IMAGES, workers: int | None = None,
+                 progress=None, long_side: int = LONG_SIDE,
+                 n_features: int = N_FEATURES) -> tuple[np.ndarray, np.ndarray]:
     """Check candidate pairs ``(paths_a[i], paths_b[i])`` geometrically.
 
     Parameters
@@ -262,6 +348,15 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
     cache_size : int, default CACHE_IMAGES
         Images whose features are kept in memory (least recently used dropped; ~80 kB each). Pairs
         are checked grouped by their first image, so each image is usually decoded once or twice.
+        Features are computed only for the images of the pairs.
+    workers : int, optional
+        Threads that compute features and match pairs (default: one per core, at most
+        :data:`MAX_WORKERS`; OpenCV's own threads are set to 1 meanwhile). The results do not
+        depend on it.
+    progress : callable, optional
+        Called with the fraction of pairs checked (0..1) after each chunk of :data:`CHUNK_PAIRS`.
+    long_side, n_features : int
+        The feature setting (:func:`features`); the rule's defaults were chosen for the defaults.
 
     Returns
     -------
@@ -273,28 +368,49 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
     """
     if len(paths_a) != len(paths_b):
         raise ValueError(f"paths_a and paths_b differ in length ({len(paths_a)} vs {len(paths_b)})")
-    _cv2()  # a missing OpenCV is an ImportError, not "nothing verified"
+    cv2 = _cv2()  # a missing OpenCV is an ImportError, not "nothing verified"
+    n = len(paths_a)
+    ok = np.zeros(n, bool)
+    inliers = np.zeros(n, np.int64)
+    if not n:
+        return ok, inliers
     cache: OrderedDict = OrderedDict()
 
     def key(p):
         return p if isinstance(p, bytes) else os.fspath(p)
 
-    def get(p):
-        k = key(p)
-        if k in cache:
-            cache.move_to_end(k)
-            return cache[k]
-        cache[k] = f = _load(p)
-        while len(cache) > max(2, cache_size):
-            cache.popitem(last=False)
-        return f
-
-    ok = np.zeros(len(paths_a), bool)
-    inliers = np.zeros(len(paths_a), np.int64)
-    order = sorted(range(len(paths_a)), key=lambda i: (str(key(paths_a[i])), str(key(paths_b[i]))))
-    for i in order:
-        fa, fb = get(paths_a[i]), get(paths_b[i])
+    def check(i, fa, fb):
         if fa is not None and fb is not None:
             m = match_details(fa, fb, ratio=ratio)
             inliers[i], ok[i] = m.inliers, m.ok(min_inliers, min_coverage, min_correlation)
+
+    order = sorted(range(n), key=lambda i: (str(key(paths_a[i])), str(key(paths_b[i]))))
+    n_workers = _workers(workers)
+    pool = None
+    threads = cv2.getNumThreads()
+    if n_workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(n_workers, thread_name_prefix="lookalike-verify")
+        cv2.setNumThreads(1)  # parallel over images and pairs, not inside each call
+    run = map if pool is None else pool.map
+    try:
+        for c0 in range(0, n, CHUNK_PAIRS):
+            chunk = order[c0 : c0 + CHUNK_PAIRS]
+            source = {key(p): p for i in chunk for p in (paths_a[i], paths_b[i])}
+            todo = [k for k in source if k not in cache]
+            feats = {k: cache[k] for k in source if k in cache}
+            feats.update(zip(todo, run(lambda k, src=source: _load(src[k], long_side, n_features), todo)))
+            list(run(lambda i, f=feats: check(i, f[key(paths_a[i])], f[key(paths_b[i])]), chunk))
+            for k, f in feats.items():  # least recently used dropped
+                cache[k] = f
+                cache.move_to_end(k)
+            while len(cache) > max(0, cache_size):
+                cache.popitem(last=False)
+            if progress is not None:
+                progress(min(n, c0 + CHUNK_PAIRS) / n)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            cv2.setNumThreads(threads)
     return ok, inliers

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import check_choice, err, exit_on, fail, open_collection, out, require_extra
-from .options import DEFAULT_DB, DEFAULT_THRESHOLD, DbOpt, ThresholdOpt
+from .options import DEFAULT_DB, DEFAULT_THRESHOLD, VERIFY_MAX_IMAGES, DbOpt, ThresholdOpt
 from .render import human_size, print_json, records, write_csv
 
 
@@ -38,10 +38,12 @@ def dupes(
     to: Annotated[Optional[Path], typer.Option(
         help="--apply move: the folder the duplicates go to (each keeps its path under its indexed folder).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do the --apply plan (without it: print the plan only).")] = False,
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Also check each image's nearest neighbours below the threshold with local features + "
-        "RANSAC and group those that are the same photo (hard edits: blur, turns, watermarks, thumbnails, "
-        "screenshots, deep crops). Needs the verify extra; about 40 ms per image.")] = False,
+    verify: Annotated[Optional[bool], typer.Option(
+        "--verify/--no-verify", show_default=False,
+        help="Check each image's nearest neighbours below the threshold with local features + RANSAC and group "
+        "those that are the same photo (hard edits: blur, turns, watermarks, thumbnails, screenshots, deep crops). "
+        f"Default: on when the verify extra (OpenCV) is installed and the collection has at most "
+        f"{VERIFY_MAX_IMAGES:,} images (about 2 s per 100 images); --verify at any size, --no-verify off.")] = None,
 ):
     """Report duplicate groups (exact copies first, then near duplicates) with a keeper; act on them with --apply.
 
@@ -49,7 +51,7 @@ def dupes(
     journaled in the collection first; `lookalike undo` restores moves, trash and links (deletes are final).
     """
     from .. import actions
-    from ..dupes import KEEP_RULES, TIERS, review_groups
+    from ..dupes import KEEP_RULES, TIERS, review_groups, verification
     from ..images import absolute
 
     if fmt not in ("table", "json", "csv"):
@@ -68,7 +70,13 @@ def dupes(
         require_extra("verify", "cv2")
     col = open_collection(db, read_only=not (apply and yes))
     other = open_collection(against, read_only=True) if against else None
-    with exit_on(ValueError, actions.ActionError):
+    plan = verification(col, verify, against=other)
+    if plan.note and tier != "exact":
+        from rich.markup import escape
+
+        err.print(f"[dim]note:[/] {escape(plan.note)}", highlight=False, soft_wrap=True)
+    with exit_on(ValueError, actions.ActionError), _verify_progress(plan.on and tier != "exact" and fmt != "json") \
+            as progress:
         if ignore:
             ids = [int(x) for part in ignore for x in part.replace(",", " ").split()]
             hashes = actions.remember_not_duplicates(col, ids)
@@ -77,20 +85,41 @@ def dupes(
         groups = review_groups(col, threshold, tier=tier, keep=keep, strict=strict,
                                reference=[absolute(r) for r in reference or []],
                                ignored=actions.load_decisions(col.path), method="exact" if exact else "auto",
-                               against=other, verify=verify)
-        plan = actions.make_plan(col, groups, apply, to=to) if apply else None
+                               against=other, verify=plan.on, progress=progress)
+        action_plan = actions.make_plan(col, groups, apply, to=to) if apply else None
     if sheet is not None:
         from ..viz import duplicate_sheet
 
         duplicate_sheet(groups, sheet)
-    if plan is not None:
-        return _apply(col, plan, yes, fmt)
-    _report(groups, threshold, strict, fmt, against)
+    if action_plan is not None:
+        return _apply(col, action_plan, yes, fmt)
+    _report(groups, threshold, strict, fmt, against, plan if tier != "exact" else None)
     if sheet is not None and fmt == "table":
         out.print(f"sheet written to {sheet}")
 
 
-def _report(groups, threshold, strict, fmt, against) -> None:
+def _verify_progress(show: bool):
+    """A progress bar for the verification phase on stderr (a context giving the callback; None when not shown)."""
+    from contextlib import contextmanager, nullcontext
+
+    if not (show and sys.stderr.isatty()):
+        return nullcontext(None)
+
+    @contextmanager
+    def bar():
+        from tqdm import tqdm
+
+        with tqdm(total=100, desc="verifying", unit="%", dynamic_ncols=True,
+                  bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]") as b:
+            def update(fraction: float) -> None:
+                b.update(max(0.0, round(100 * fraction, 1) - b.n))
+
+            yield update
+
+    return bar()
+
+
+def _report(groups, threshold, strict, fmt, against, plan=None) -> None:
     from datetime import datetime
 
     from ..collection import display
@@ -100,7 +129,8 @@ def _report(groups, threshold, strict, fmt, against) -> None:
 
     if fmt == "json":
         print_json({"threshold": threshold, "strict": strict, "against": str(against) if against else None,
-                    "groups": [g.to_dict() for g in groups]})
+                    "verify": plan.mode if plan else None, "verified": bool(plan and plan.on),
+                    "verify_note": plan.note if plan else None, "groups": [g.to_dict() for g in groups]})
         return
     if fmt == "csv":
         write_csv(["group", "id", "path", "keeper", "min_score", "tier", "role", "score_to_keeper", "identical",
@@ -113,10 +143,12 @@ def _report(groups, threshold, strict, fmt, against) -> None:
     n_exact = sum(g.tier == "exact" for g in groups)
     (out if sys.stdout.isatty() else err).print(
         f"{len(groups)} duplicate groups ({n_exact} exact, {len(groups) - n_exact} near; {n_act} files could go) at "
-        f"threshold {threshold}" + (f", against {against}" if against else ""), highlight=False)
+        f"threshold {threshold}" + (f", against {against}" if against else "")
+        + ("; hard copies below it verified" if plan and plan.on else ""), highlight=False)
     for n, g in enumerate(groups, 1):
         rows = [[str(n), g.tier, m.role + ("=" if m.identical and m.role != "keep" else ""), str(m.id),
-                 f"{m.score:.4f}", human_size(m.size), f"{m.width}x{m.height}", when(m),
+                 f"{m.score:.4f}" + (" verified" if m.verified else ""), human_size(m.size),
+                 f"{m.width}x{m.height}", when(m),
                  ("other: " if m.in_other else "") + display(m.path)] for m in g.members]
         if sys.stdout.isatty():
             what = "byte-identical" if g.tier == "exact" else f"weakest link {g.min_score:.3f}"
@@ -126,7 +158,8 @@ def _report(groups, threshold, strict, fmt, against) -> None:
             records(["group", "tier", "role", "id", "to keeper", "size", "pixels", "modified", "path"], rows)
     if groups and sys.stdout.isatty():
         out.print("[dim]roles: keep · act: --apply may touch it (act=: byte-identical to the keeper) · kept: "
-                  "reference, chained (below the threshold against the keeper), ignored (not duplicates)[/]",
+                  "reference, chained (below the threshold against the keeper), ignored (not duplicates) · "
+                  "verified: below the threshold, the same photo by local features[/]",
                   highlight=False, soft_wrap=True)
 
 

@@ -13,6 +13,9 @@ DEFAULT_DB = Path("lookalike-index")
 # The dupes threshold, as lookalike.dupes.DEFAULT_THRESHOLD (not imported, for the same reason: dupes loads
 # numpy; tests/test_dupes.py checks that every command's default is that constant).
 DEFAULT_THRESHOLD = 0.88
+# dupes verifies by default up to this many images, as lookalike.verify.AUTO_MAX_IMAGES (a copy for --help, checked
+# by tests/test_verify.py).
+VERIFY_MAX_IMAGES = 20_000
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection folder.", show_default=True)]
 ThresholdOpt = Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")]
