@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 from conftest import leave_one_out, synthetic_image
+from PIL import Image
 
 from lookalike import Collection, CollectionError, CorruptCollectionError
 
@@ -195,7 +196,8 @@ def test_an_update_writes_a_small_segment_and_old_files_are_cleaned(collection, 
     assert before[first["emb"]["name"]] == (db / first["emb"]["name"]).stat().st_mtime_ns, "old segment rewritten"
     names = sorted(p.name for p in db.iterdir() if not p.name.startswith("."))
     referenced = {"manifest.json", first["meta"]["name"], first["emb"]["name"], first["dels"]["name"],
-                  manifest["segments"][1]["meta"]["name"], manifest["segments"][1]["emb"]["name"]}
+                  manifest["segments"][1]["meta"]["name"], manifest["segments"][1]["emb"]["name"],
+                  "encoder-int8.onnx"}  # the collection's int8 model (the default engine), kept for its queries
     assert set(names) == referenced, names
 
 
@@ -269,27 +271,67 @@ def test_damaged_lsh_file_is_detected(collection, tmp_path):
         Collection.open(tmp_path / "db").lsh  # noqa: B018 (the property raises)
 
 
-@pytest.mark.slow
-def test_int8_engine_is_calibrated_on_the_collection_and_kept_with_it(tmp_path, image_folder, collection):
-    col = Collection.create(tmp_path / "db8", engine="onnx-int8")
-    col.index(image_folder)
-    assert (tmp_path / "db8" / "encoder-int8.onnx").exists()
-    assert col.manifest["int8_model"]["calibration_images"] == 12
-    fp32 = dict(zip(collection.paths, np.asarray(collection.embeddings)))
-    cos = [float(v @ fp32[p]) for p, v in zip(col.paths, np.asarray(col.embeddings))]
-    # 12 synthetic cartoons calibrate poorly; on real photos the median is 0.994 (benchmarks/encode.py)
-    assert np.median(cos) >= 0.85, cos
-    again = Collection.open(tmp_path / "db8")
+def test_a_new_collection_uses_the_shared_int8_model_and_keeps_it(tmp_path, image_folder, collection):
+    from lookalike.encoders import get_encoder
+
+    col = collection  # created with the defaults
+    shared = get_encoder("efficientnet-lite0", "onnx-int8").shared_int8_path()
+    info = col.manifest["int8_model"]
+    model = tmp_path / "db" / "encoder-int8.onnx"
+    assert col.manifest["engine"] == "onnx-int8" and info["calibration"] == "shared"
+    assert model.read_bytes() == shared.read_bytes(), "a copy of the shared model, not a calibration of its own"
+    assert col.encoder.engine.model_path == model  # its queries use the collection's own copy
+    # the embeddings are exactly what the shared int8 model gives (same ranges in, same embeddings out)
+    again = get_encoder("efficientnet-lite0", "onnx-int8").embed_images([Image.open(p).convert("RGB")
+                                                                         for p in col.paths])
+    assert np.abs(np.asarray(col.embeddings) - again).max() < 2e-3  # stored as float16
+    reopened = Collection.open(tmp_path / "db")
     q = image_folder / "dogs" / "img_04.jpg"
-    assert again.search(q, k=1)[0].path == str(q)
+    assert reopened.search(q, k=1)[0].path == str(q)
+    assert reopened.encoder.engine.model_path == model
     with pytest.raises(CollectionError, match="int8"):
-        Collection.open(tmp_path / "db8", engine="onnx").encoder  # noqa: B018 (the property raises)
-    model = tmp_path / "db8" / "encoder-int8.onnx"
+        Collection.open(tmp_path / "db", engine="onnx").encoder  # noqa: B018 (the property raises)
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
     with pytest.raises(CorruptCollectionError, match="encoder-int8.onnx"):
-        Collection.open(tmp_path / "db8").encoder  # noqa: B018 (the property raises)
+        Collection.open(tmp_path / "db").encoder  # noqa: B018 (the property raises)
+
+
+def test_a_float_collection_stays_float(tmp_path, image_folder, encoder):
+    col = Collection.create(tmp_path / "f", engine="onnx")
+    col.index(image_folder / "cats")
+    assert col.manifest["engine"] == "onnx" and "int8_model" not in col.manifest
+    col = Collection.open(tmp_path / "f")
+    col.index(image_folder)  # more images, later: embedded as the first ones were
+    assert col.manifest["engine"] == "onnx" and not (tmp_path / "f" / "encoder-int8.onnx").exists()
+    want = encoder.embed_images([Image.open(p).convert("RGB") for p in col.paths])
+    assert np.abs(np.asarray(col.embeddings) - want).max() < 2e-3
+    with pytest.raises(CollectionError, match="int8"):
+        Collection.open(tmp_path / "f", engine="onnx-int8").encoder  # noqa: B018 (the property raises)
+
+
+def test_an_int8_collection_calibrated_on_its_own_images_keeps_its_model(tmp_path, image_folder, collection):
+    """Collections made before the shared calibration hold a model calibrated on their images: it stays theirs."""
+    import onnx
+
+    from lookalike.collection import store
+    from lookalike.storage import file_sha256
+
+    db = tmp_path / "db"
+    model = db / "encoder-int8.onnx"
+    proto = onnx.load(str(model))
+    proto.doc_string = "calibrated on 12 of the collection's images"  # stands for a calibration of its own
+    onnx.save(proto, str(model))
+    own = model.read_bytes()
+    m = store.read_manifest(db)
+    m["int8_model"] = {"name": "encoder-int8.onnx", "sha256": file_sha256(model), "calibration_images": 12}
+    store.write_manifest(db, m)
+    col = Collection.open(db)
+    assert col.encoder.engine.model_path == model
+    synthetic_image(40).save(image_folder / "new.jpg")
+    col.index(image_folder)
+    assert col.manifest["int8_model"]["sha256"] == file_sha256(model) and model.read_bytes() == own
 
 
 def test_folder_left_by_an_interrupted_create_can_be_reused(tmp_path, image_folder):

@@ -107,6 +107,47 @@ def test_int8_engine_quantises_the_torch_free_graph(tmp_path, monkeypatch):
     assert np.median(cos) > 0.97, f"int8 vs float cosine: median {np.median(cos):.3f}"
 
 
+@pytest.mark.slow
+def test_shared_int8_model_is_built_from_the_shipped_ranges_the_same_every_time(tmp_path, monkeypatch, encoder):
+    """The default int8 model: float graph + committed activation ranges, no user image; two builds agree."""
+    import sys
+
+    from lookalike.encoders.calibration import has_ranges, ranges_path
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "sympy", None)  # not in the core install either
+    assert has_ranges("efficientnet-lite0") and not has_ranges("efficientnet-lite2")
+    paths = [p for cls in EQUIVALENCE_CLASSES for p in real_photo(cls, n=2)]
+    ims = [decode(p, draft_size=encoder.draft_size).image for p in paths]
+    builds, files = [], []
+    for i in range(2):
+        monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / f"cache{i}"))
+        int8 = get_encoder("efficientnet-lite0", "onnx-int8")
+        builds.append(int8.embed_images(ims))
+        path = int8.engine.model_path
+        assert path.parent == tmp_path / f"cache{i}" and "-int8-" in path.name
+        files.append(path.read_bytes())
+    assert files[0] == files[1] and np.array_equal(builds[0], builds[1])
+    cos = (encoder.embed_images(ims) * builds[0]).sum(axis=1)
+    # Measured: median 0.996 on 300 Caltech photos (both views), as with a per-collection calibration.
+    assert np.median(cos) >= 0.98, f"int8 vs float cosine: median {np.median(cos):.3f}"
+    assert "caltech101_background_distractors" in ranges_path("efficientnet-lite0").read_text()
+
+
+@pytest.mark.parametrize("cls", sorted(IMAGENET))
+def test_shared_int8_model_keeps_imagenet_top5(cls, encoder):
+    """The int8 trunk's pooled features still classify: its features + the checkpoint's classifier."""
+    from lookalike.encoders.checkpoint import read_checkpoint
+
+    head = read_checkpoint(encoder.weights_path)
+    w, b = np.asarray(head["_fc.weight"], np.float32), np.asarray(head["_fc.bias"], np.float32)
+    int8 = get_encoder("efficientnet-lite0", "onnx-int8", views=("crop",))
+    batch = np.stack([int8.preprocess(decode(p, draft_size=int8.draft_size).image) for p in real_photo(cls, n=5)])
+    top5 = np.argsort(-(int8.features(batch) @ w.T + b), axis=1)[:, :5].tolist()
+    hits = sum(IMAGENET[cls] in t for t in top5)
+    assert hits >= 4, f"{cls}: class {IMAGENET[cls]} in the int8 top-5 for only {hits}/5 photos: {top5}"
+
+
 def test_onnx_matches_torch_and_vectors_are_unit(encoder):
     pytest.importorskip("torch")
     ims = [synthetic_image(i) for i in range(5)]
@@ -190,6 +231,8 @@ def test_index_profiles_are_recorded_and_never_mixed(tmp_path, image_folder):
     assert runner.invoke(app, ["index", str(image_folder), "--db", default, "--no-progress"]).exit_code == 0
     col = Collection.open(default)
     assert col.manifest["views"] == ["crop", "full"] and col.encoder.views == ("crop", "full")
+    # every profile runs on the shared int8 model unless --engine onnx
+    assert col.manifest["engine"] == store.read_manifest(tmp_path / "fast")["engine"] == "onnx-int8"
     # queries are embedded with the collection's own pipeline
     q = image_folder / "cats" / "img_01.jpg"
     assert col.search(str(q), k=1)[0].score > 0.999
@@ -208,6 +251,16 @@ def test_index_profiles_are_recorded_and_never_mixed(tmp_path, image_folder):
     assert res.exit_code == 0 and "older pipeline" in res.output, res.output
     old = Collection.open(fast)
     assert old.encoder.views == ("crop",) and old.search(str(q), k=1)[0].score > 0.999
+    # a float collection (made with --engine onnx, or before int8 was the default) stays float, with a note
+    flt = str(tmp_path / "float")
+    res = runner.invoke(app, ["index", str(image_folder / "cats"), "--db", flt, "--engine", "onnx", "--no-progress"])
+    assert res.exit_code == 0 and "older pipeline" not in res.output, res.output
+    res = runner.invoke(app, ["index", str(image_folder), "--db", flt, "--no-progress"])
+    assert res.exit_code == 0 and "older pipeline" in res.output and "engine onnx" in res.output, res.output
+    assert "onnx-int8 engine" in res.output
+    assert store.read_manifest(tmp_path / "float")["engine"] == "onnx" and len(Collection.open(flt)) == 12
+    res = runner.invoke(app, ["index", str(image_folder), "--db", default, "--no-progress"])
+    assert res.exit_code == 0 and "note" not in res.output, res.output  # today's default: nothing to say
 
 
 def test_spark_output_of_another_pipeline_is_refused(tmp_path):

@@ -158,7 +158,8 @@ def import_(
         col = Collection.open(db) if (Path(db) / MANIFEST).exists() else None
         if col is None:
             info = spark_meta(Path(local_path(str(source))))
-            col = Collection.create(db, encoder=info.get("encoder"), views=info.get("views", LEGACY_VIEWS))
+            col = Collection.create(db, encoder=info.get("encoder"), views=info.get("views", LEGACY_VIEWS),
+                                    engine=info.get("engine", "onnx"))
         rep = col.import_parquet(source)
     out.print(f"imported {rep.added} new and {rep.updated} updated images, {len(rep.skipped)} files with errors, "
               f"into {db} ({len(col)} images)", highlight=False)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import storage
 from ..dupes import DEFAULT_THRESHOLD
-from ..encoders import LEGACY_VIEWS, Encoder, get_encoder
+from ..encoders import LEGACY_VIEWS, Encoder, canonical_name, default_engine, get_encoder
 from ..rotations import check_variants
 from ..storage import CollectionError
 from . import store
@@ -26,7 +26,7 @@ from .loading import load
 from .query import QueryMixin
 from .segment import Segment
 from .view import Snapshot
-from .writing import IndexReport, WritingMixin
+from .writing import IndexReport, WritingMixin, install_int8
 
 __all__ = ["DEFAULT_DTYPE", "Collection", "IndexReport"]
 
@@ -84,7 +84,10 @@ class Collection(QueryMixin, WritingMixin, CommitMixin):
         encoder : str, optional
             Registered encoder name (default ``efficientnet-lite0``).
         engine : {"onnx", "onnx-int8", "torch"}, optional
-            The collection's engine (stored; default ``onnx``).
+            The collection's engine (stored). Default ``encoders.default_engine(encoder)``:
+            ``onnx-int8`` for the built-in Lite0, whose int8 model is built from activation ranges
+            shipped with lookalike (the same model for every collection, copied into the folder);
+            ``onnx`` (float) for encoders without shipped ranges.
         flip_average : bool, default False
             Embed each image as the sum of it and its mirror image (stored).
         overwrite : bool, default False
@@ -104,8 +107,10 @@ class Collection(QueryMixin, WritingMixin, CommitMixin):
             raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
         if path.exists() and not path.is_dir():
             raise CollectionError(f"{path} is a file, not a collection folder; choose another --db.")
+        engine = engine or default_engine(canonical_name(encoder))
         enc = get_encoder(encoder, engine, flip_average=flip_average, views=views)  # fails before any folder is made
         variants = check_variants(rotations) if rotations else ()
+        shared_int8 = enc.shared_int8_path() if engine == "onnx-int8" and enc.has_shared_int8 else None
         try:
             path.mkdir(parents=True, exist_ok=True)
             with store.Lock(path):
@@ -125,10 +130,14 @@ class Collection(QueryMixin, WritingMixin, CommitMixin):
                                               generation=generation + 1)
                 if variants:
                     manifest["rotations"] = list(variants)
+                if shared_int8 is not None:  # the queries of this collection use exactly this file
+                    manifest["int8_model"] = install_int8(path, shared_int8, enc)
                 store.write_manifest(path, manifest)
                 store.remove_unreferenced(path, manifest)
         except OSError as err:
             raise CollectionError(storage.os_error_message(err, path) or f"Cannot create {path}: {err}") from None
+        if shared_int8 is not None:
+            enc.int8_model = path / manifest["int8_model"]["name"]
         col = cls(path, manifest, [], [], store.manifest_stamp(path), read_only=False, engine=engine)
         col._encoder = enc
         return col

@@ -10,7 +10,7 @@ Layout of a collection folder (format 2)::
     seg-000004.var.npy            its rows' rotated-copy embeddings (collections indexed with rotations)
     errors-000009.parquet         path, reason of every skipped file
     dba-000009.npy                database-augmented search vectors (when enabled)
-    encoder-int8.onnx             the collection's calibrated int8 model (engine onnx-int8)
+    encoder-int8.onnx             the collection's int8 model (engine onnx-int8; a copy of the shared one)
 
 A commit writes new files under new names, then the manifest by an atomic rename, then
 deletes the files no manifest names any more. Writers hold an OS lock on the folder itself

@@ -88,9 +88,9 @@ def run_index(col, found: list[str], in_scope, root: Path | None, unreadable: li
         t0 = time.perf_counter()
         col.encoder  # noqa: B018
         report.times.extra["prepare_model"] = time.perf_counter() - t0
-    if todo and col.encoder.engine_name == "onnx-int8" and col.encoder.int8_model is None:
+    if todo and col.encoder.engine_name == "onnx-int8" and not col.manifest.get("int8_model"):
         t0 = time.perf_counter()
-        col._calibrate_int8(todo, max_pixels)
+        col._prepare_int8(todo, max_pixels)
         report.times.extra["calibrate"] = time.perf_counter() - t0
     bar = None
     if progress and todo:

@@ -8,6 +8,7 @@ after each change (tiered merges, per-segment LSH tables, DBA): each runs in one
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,24 @@ class IndexReport:
 
 def _abspath(p) -> str:
     return images.absolute(p)
+
+
+INT8_MODEL = "encoder-int8.onnx"
+
+
+def install_int8(folder: Path, model: Path, enc) -> dict:
+    """Copy the shared int8 model into a collection folder (atomically); returns its manifest entry."""
+    from ..encoders.calibration import ranges_path
+
+    tmp = folder / f".{INT8_MODEL}.tmp{os.getpid()}"
+    with open(model, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, folder / INT8_MODEL)
+    storage.fsync_dir(folder)
+    return {"name": INT8_MODEL, "sha256": storage.file_sha256(folder / INT8_MODEL), "calibration": "shared",
+            "ranges_sha256": storage.file_sha256(ranges_path(enc.name))}
 
 
 class WritingMixin:
@@ -204,11 +223,20 @@ class WritingMixin:
         """
         t_start = time.perf_counter()
         source = Path(sync.local_path(str(source))).expanduser()
-        theirs, mine = sync.spark_meta(source).get("views"), self.manifest.get("views", list(LEGACY_VIEWS))
+        meta = sync.spark_meta(source)
+        theirs, mine = meta.get("views"), self.manifest.get("views", list(LEGACY_VIEWS))
         if theirs is not None and list(theirs) != list(mine):  # outputs from before views record none
             raise CollectionError(
                 f"{source} was embedded with views {'+'.join(theirs)}, but {self.path} uses {'+'.join(mine)}: "
                 "embeddings of different pipelines cannot be compared. Import into a new --db.")
+        theirs, mine = meta.get("engine"), self.manifest.get("engine", "onnx")
+        int8_sha = (self.manifest.get("int8_model") or {}).get("sha256")
+        if theirs is not None and ((theirs == "onnx-int8") != (mine == "onnx-int8") or (
+                theirs == "onnx-int8" and meta.get("int8_sha256") not in (None, int8_sha))):
+            raise CollectionError(
+                f"{source} was embedded with the {theirs} engine, but {self.path} uses {mine}"
+                f"{' with another int8 model' if theirs == mine else ''}: int8 and float embeddings differ slightly. "
+                "Import into a new --db.")
         report = IndexReport()
         with self._writing():
             sync.import_parquet(self, source, report, segment_rows=merge.MAX_SEGMENT_ROWS)
@@ -219,8 +247,18 @@ class WritingMixin:
         report.times.total = time.perf_counter() - t_start
         return report
 
-    def _calibrate_int8(self, candidates: list[str], max_pixels) -> None:
-        """Quantise the encoder on a seeded sample of this collection's own images."""
+    def _prepare_int8(self, candidates: list[str], max_pixels) -> None:
+        """Give an int8 collection without its model file one: the shared model, else one calibrated here.
+
+        The shared model (an encoder that ships activation ranges) is copied into the folder;
+        an encoder without (an ONNX model of your own) is quantised on a seeded sample of this
+        collection's own images, as collections made before the shared calibration were.
+        """
+        if self.encoder.has_shared_int8:
+            self._commit(int8_model=install_int8(self.path, self.encoder.shared_int8_path(), self.encoder))
+            self.encoder.int8_model = self.path / self.manifest["int8_model"]["name"]
+            self.encoder.__dict__.pop("engine", None)
+            return
         from ..encoders.engines import CALIBRATION_IMAGES
 
         rng = np.random.default_rng(0)
@@ -235,7 +273,7 @@ class WritingMixin:
                 break
         if not sample:
             return
-        name = "encoder-int8.onnx"
+        name = INT8_MODEL
         self.encoder.calibrate(sample, self.path / name)
         storage.fsync_dir(self.path)
         self._commit(int8_model={"name": name, "sha256": storage.file_sha256(self.path / name),

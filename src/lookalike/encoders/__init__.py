@@ -149,10 +149,11 @@ class Encoder:
         Which model and weights.
     engine : {"onnx", "onnx-int8", "torch"}, default "onnx"
         Inference engine. ``onnx``: ONNX Runtime on the graph built from the weights (no
-        torch); ``onnx-int8``: the same quantised (needs :meth:`calibrate` or ``int8_model``);
-        ``torch``: eager PyTorch (``pip install 'lookalike[torch]'``).
+        torch); ``onnx-int8``: the same quantised to int8 (the shared model built from the shipped
+        activation ranges, :mod:`.calibration`; an encoder without them needs :meth:`calibrate` or
+        ``int8_model``); ``torch``: eager PyTorch (``pip install 'lookalike[torch]'``).
     int8_model : Path, optional
-        A calibrated int8 model for the ``onnx-int8`` engine.
+        The int8 model file for the ``onnx-int8`` engine (a collection's own copy).
     flip_average : bool, default False
         Embed each image plus its mirror image (2x the compute).
     views : sequence of {"crop", "full"}, optional
@@ -237,8 +238,11 @@ class Encoder:
 
             return TorchEngine(self.load_model())
         if self.engine_name == "onnx-int8":
+            if self.int8_model is None and self.has_shared_int8:
+                return engines.OnnxEngine(self.shared_int8_path())
             if self.int8_model is None or not self.int8_model.exists():
-                raise RuntimeError("The int8 engine needs a calibrated model: call Encoder.calibrate(images) first.")
+                raise RuntimeError(f"{self.name} ships no int8 calibration: call Encoder.calibrate(images) first, "
+                                   "or use the onnx engine.")
             return engines.OnnxEngine(self.int8_model)
         path = self.fp32_onnx_path()
         try:
@@ -260,6 +264,19 @@ class Encoder:
             log.info("building the %s ONNX graph (once; cached at %s)", self.name, path)
             _write_atomic(self.build_graph(), path)
         return path
+
+    @property
+    def has_shared_int8(self) -> bool:
+        """Whether this encoder ships int8 activation ranges (:mod:`.calibration`): its int8 model is shared."""
+        from .calibration import has_ranges
+
+        return has_ranges(self.name)
+
+    def shared_int8_path(self) -> Path:
+        """The shared int8 model: built from the float graph and the shipped ranges once, then cached."""
+        from .calibration import shared_int8_path
+
+        return shared_int8_path(self)
 
     def calibrate(self, images: Sequence, out_path: Path) -> Path:
         """Quantise to int8 with activation ranges from ``images`` (RGB PIL); sets :attr:`int8_model`."""
@@ -319,6 +336,18 @@ def canonical_name(name: str | None) -> str:
     return name
 
 
+def default_engine(name: str | None = None) -> str:
+    """The engine a new collection of encoder ``name`` uses unless told otherwise.
+
+    ``onnx-int8`` for an encoder that ships int8 activation ranges (:mod:`.calibration`; the
+    default Lite0): ~1.8x the float speed, the same retrieval quality (README, "Engines").
+    ``onnx`` (float) for the others, models of your own included.
+    """
+    from .calibration import has_ranges
+
+    return "onnx-int8" if has_ranges(name or DEFAULT_ENCODER) else "onnx"
+
+
 def get_encoder(name: str | None = None, engine: str | None = None, *, int8_model: Path | None = None,
                 flip_average: bool = False, views=None) -> Encoder:
     """Build an encoder by name (default ``efficientnet-lite0``, engine ``onnx``).
@@ -329,7 +358,8 @@ def get_encoder(name: str | None = None, engine: str | None = None, *, int8_mode
         A registered name (:data:`REGISTRY`) or ``onnx:PATH/model.onnx`` for your own ONNX
         model, with its preprocessing in ``PATH/model.json`` (see :mod:`.custom`).
     engine : {"onnx", "onnx-int8", "torch"}, optional
-        Default ``onnx``; ``torch`` only for the built-in encoders.
+        Default ``onnx`` (float); ``torch`` only for the built-in encoders. New collections use
+        :func:`default_engine` instead (``onnx-int8`` for Lite0).
     views : sequence of {"crop", "full"}, optional
         Default :data:`DEFAULT_VIEWS` for the built-in encoders; a model of your own has one
         view, its own preprocessing (``("crop",)``).

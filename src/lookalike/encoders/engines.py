@@ -1,10 +1,12 @@
 """Inference engines: run a backbone's pooled-feature graph on batches.
 
-``onnx`` (default): ONNX Runtime on a graph built once from the checkpoint without torch
+``onnx``: ONNX Runtime on a graph built once from the checkpoint without torch
 (:mod:`.lite_onnx`) and cached in the user cache dir, keyed by the weights' hash.
-``onnx-int8``: the same graph statically quantised to int8 by ONNX Runtime, calibrated on
-real images (a collection keeps its own calibrated model). ``torch``: eager PyTorch, the
-reference, in the ``torch`` extra (:mod:`.torch_engine`).
+``onnx-int8`` (new collections' default for Lite0): the same graph statically quantised to
+int8 by ONNX Runtime with activation ranges shipped in the package (:mod:`.calibration`), built
+once and cached; a collection keeps a copy of the model its embeddings came from. Encoders
+without shipped ranges are calibrated on real images (:meth:`.Encoder.calibrate`).
+``torch``: eager PyTorch, the reference, in the ``torch`` extra (:mod:`.torch_engine`).
 All use CUDA when it is present.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -64,34 +68,80 @@ class OnnxEngine:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-# Images used to calibrate int8 activation ranges: 64 real images (~8 s to quantise here).
+# Images a collection calibrates its own int8 model on (an ONNX model of your own, which has no shared
+# ranges; and collections made before the shared calibration): 64 real images (~8 s to quantise here).
 CALIBRATION_IMAGES = 64
 
 
-def quantize_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> Path:
+def quantize_int8(fp32_path: Path, calibration: np.ndarray | None, out_path: Path, *,
+                  ranges: dict[str, tuple[float, float]] | None = None) -> Path:
     """Statically quantise a float ONNX model to int8 (QDQ, per-channel weights).
 
     Parameters
     ----------
     fp32_path : Path
         The float model (:meth:`.Encoder.fp32_onnx_path`).
-    calibration : ndarray, shape (n, 3, S, S)
-        Preprocessed real images; activation ranges are calibrated on them.
+    calibration : ndarray, shape (n, 3, S, S), or None
+        Preprocessed real images; activation ranges are calibrated on them (MinMax).
     out_path : Path
         Where to write the int8 model (atomically).
+    ranges : dict, optional
+        Instead of ``calibration``: the activation ranges ``{tensor: (min, max)}`` to use, as
+        :func:`activation_ranges` computed them (the shipped ranges, :mod:`.calibration`). The
+        model is then a function of the float graph, the ranges and the ONNX Runtime version only.
 
     Notes
     -----
     Dynamic and per-tensor quantisation lose too much accuracy on this network; static
     QDQ per-channel keeps the embedding cosine to the float model at ~0.99 (median).
     """
-    import tempfile
+    if (calibration is None) == (ranges is None):
+        raise ValueError("give the calibration images or the activation ranges (one of them)")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _pre_process(fp32_path, Path(tmp))
+        cache = Path(tmp) / "ranges.json"
+        if ranges is not None:
+            _check_ranges(pre, ranges)
+            _save_ranges(ranges, cache)
+        q = Path(tmp) / "int8.onnx"
+        _quantize(pre, q, None if calibration is None else _reader(pre, calibration), cache)
+        _place(q, out_path)
+    return out_path
 
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+def activation_ranges(fp32_path: Path, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
+    """The activation ranges ``{tensor: (min, max)}`` static quantisation calibrates on ``calibration``.
+
+    The same MinMax calibration :func:`quantize_int8` runs (it also quantises, ~1 s, and the
+    model is dropped): what :mod:`.calibration` ships for :func:`quantize_int8`'s ``ranges``.
+    """
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _pre_process(fp32_path, Path(tmp))
+        cache = Path(tmp) / "ranges.json"
+        _quantize(pre, Path(tmp) / "int8.onnx", _reader(pre, calibration), cache)
+        data = load_tensors_data(cache)
+    return {k: (float(np.asarray(v.lowest).reshape(-1)[0]), float(np.asarray(v.highest).reshape(-1)[0]))
+            for k, v in sorted(data.items())}
+
+
+def _pre_process(fp32_path: Path, tmp: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    pre = tmp / "pre.onnx"
+    # Symbolic shape inference (for transformers' dynamic shapes) needs sympy, which the core
+    # install lacks; a CNN's shapes are static apart from the batch, so ONNX's own inference suffices.
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=importlib.util.find_spec("sympy") is None)
+    return pre
+
+
+def _reader(model_path: Path, calibration: np.ndarray):
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
+
+    input_name = onnx.load(str(model_path), load_external_data=False).graph.input[0].name
 
     class _Reader(CalibrationDataReader):
         def __init__(self):
@@ -103,16 +153,41 @@ def quantize_int8(fp32_path: Path, calibration: np.ndarray, out_path: Path) -> P
             self.i += 8
             return {input_name: np.ascontiguousarray(calibration[self.i - 8 : self.i], dtype=np.float32)}
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        # Symbolic shape inference (for transformers' dynamic shapes) needs sympy, which the core
-        # install lacks; a CNN's shapes are static apart from the batch, so ONNX's own inference suffices.
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=importlib.util.find_spec("sympy") is None)
-        q = Path(tmp) / "int8.onnx"
-        quantize_static(str(pre), str(q), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        os.replace(q, out_path) if q.stat().st_dev == out_path.parent.stat().st_dev else out_path.write_bytes(
-            q.read_bytes()
-        )
-    return out_path
+    return _Reader()
+
+
+def _quantize(pre: Path, out: Path, reader, cache: Path) -> None:
+    """quantize_static as every int8 model here is made; ``reader`` None: the ranges saved in ``cache``."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibration_cache_path=str(cache))
+
+
+def _save_ranges(ranges: dict, path: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+    data = {k: TensorData(lowest=np.array([lo], np.float32), highest=np.array([hi], np.float32))
+            for k, (lo, hi) in ranges.items()}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), path)
+
+
+def _check_ranges(pre: Path, ranges: dict) -> None:
+    """Refuse ranges of tensors this graph does not have (ranges made for another graph or ONNX Runtime)."""
+    import onnx
+
+    graph = onnx.load(str(pre), load_external_data=False).graph
+    names = {t for n in graph.node for t in n.output} | {i.name for i in graph.input}
+    missing = sorted(set(ranges) - names)
+    if missing:
+        raise RuntimeError(f"the int8 activation ranges name {len(missing)} tensors this graph lacks (e.g. "
+                           f"{missing[0]!r}): they were computed for another graph or onnxruntime version. "
+                           "Use --engine onnx, or compute them again: python -m lookalike.encoders.calibration")
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` atomically (a copy and a rename across file systems)."""
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)

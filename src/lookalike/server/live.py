@@ -27,6 +27,12 @@ CHECK_INTERVAL_S = 1.0
 _ENCODER_KEYS = ("encoder", "engine", "flip_average", "weights_sha256", "dim")
 
 
+def _model_of(manifest: dict) -> tuple:
+    """What decides the loaded encoder: the pipeline, and which int8 model file (by checksum)."""
+    return (*(manifest.get(k) for k in _ENCODER_KEYS), tuple(manifest.get("views") or ()),
+            (manifest.get("int8_model") or {}).get("sha256"))
+
+
 def _stamp(path: Path):
     try:
         st = os.stat(path / MANIFEST)
@@ -118,8 +124,7 @@ class LiveCollection:
                         self.path, self.last_error)
             return
         old = self._col
-        same_model = all(old.manifest.get(k) == col.manifest.get(k) for k in _ENCODER_KEYS)
-        if not same_model or col.manifest.get("engine") == "onnx-int8":  # int8: calibrated per collection
+        if _model_of(old.manifest) != _model_of(col.manifest):  # e.g. --rebuild with another pipeline
             self._encoder = None
         # a commit landing while this one opened changes the stamp again: the next check reopens
         self._col, self._stamp = col, stamp

@@ -107,17 +107,21 @@ def spark_session(master: str | None = "local[2]", app_name: str = "lookalike", 
 
 
 def embed_images(spark, input_path: str, *, partitions: int | None = None, encoder: str = "efficientnet-lite0",
-                 engine: str = "onnx", glob: str = IMAGE_GLOB, max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
+                 engine: str | None = None, glob: str = IMAGE_GLOB,
+                 max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
     """A lazy DataFrame (``OUTPUT_SCHEMA``) embedding every image under ``input_path``.
 
     ``encoder`` is a registered name or ``onnx:PATH/model.onnx`` (your own model; PATH and the
     JSON beside it must be readable at the same place by every worker, e.g. a shared file system).
+    ``engine``: default as for a new collection (:func:`lookalike.encoders.default_engine`: the
+    shared int8 model for Lite0, which every worker builds from the same shipped ranges).
     """
     from functools import partial
 
-    from ..encoders import canonical_name
+    from ..encoders import canonical_name, default_engine
 
     encoder = canonical_name(encoder)  # onnx:PATH made absolute: workers may run in another folder
+    engine = engine or default_engine(encoder)
 
     df = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
           .option("pathGlobFilter", glob).load(input_path))
@@ -129,15 +133,16 @@ def embed_images(spark, input_path: str, *, partitions: int | None = None, encod
 
 
 def spark_index(spark, input_path: str, output_path: str, *, partitions: int | None = None,
-                encoder: str = "efficientnet-lite0", engine: str = "onnx", glob: str = IMAGE_GLOB,
+                encoder: str = "efficientnet-lite0", engine: str | None = None, glob: str = IMAGE_GLOB,
                 max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> dict:
     """Embed every image under ``input_path`` with Spark and write Parquet to ``output_path``.
 
     Returns counts: ``{"files", "embedded", "errors"}``. ``encoder``: as for :func:`embed_images`.
     """
-    from ..encoders import canonical_name
+    from ..encoders import canonical_name, default_engine
 
     encoder = canonical_name(encoder)
+    engine = engine or default_engine(encoder)
     out = embed_images(spark, input_path, partitions=partitions, encoder=encoder, engine=engine, glob=glob,
                        max_pixels=max_pixels)
     out.write.mode("overwrite").parquet(output_path)
@@ -148,8 +153,14 @@ def spark_index(spark, input_path: str, output_path: str, *, partitions: int | N
     return {"files": total, "embedded": total - errors, "errors": errors}
 
 
-def encoder_info(encoder: str, engine: str = "onnx") -> dict:
-    """What a reader needs to compare embeddings: encoder name, weights hash, dim."""
+def encoder_info(encoder: str, engine: str | None = None) -> dict:
+    """What a reader needs to compare embeddings: encoder name, engine (int8: the model's hash), weights hash, dim."""
+    from ..encoders import default_engine, file_sha256
+
+    engine = engine or default_engine(encoder)
     enc = _encoder(encoder, engine)
-    return {"format": "lookalike-spark-embeddings", "encoder": enc.name, "engine": engine,
+    info = {"format": "lookalike-spark-embeddings", "encoder": enc.name, "engine": engine,
             "weights_sha256": enc.weights_hash, "dim": enc.dim, "flip_average": False, "views": list(enc.views)}
+    if engine == "onnx-int8":
+        info["int8_sha256"] = file_sha256(enc.engine.model_path)
+    return info

@@ -63,7 +63,8 @@ def query_vectors(spark, queries: str, collection_info: dict, *, partitions: int
         qdf = spark.read.parquet(queries)
     else:
         qdf = embed_images(
-            spark, queries, partitions=partitions, encoder=collection_info.get("encoder", "efficientnet-lite0")
+            spark, queries, partitions=partitions, encoder=collection_info.get("encoder", "efficientnet-lite0"),
+            engine=collection_info.get("engine", "onnx"),
         )
         info = collection_info
     if info.get("weights_sha256") != collection_info.get("weights_sha256"):
