@@ -84,7 +84,7 @@ def test_variants_are_the_encoders_embeddings_of_the_turned_images(built, turned
     from lookalike.rotations import VariantEncoder, embed_variants
 
     col = Collection.open(built[1])
-    enc = get_encoder()
+    enc = get_encoder(engine=col.manifest["engine"])  # the collection's engine (the shared int8 model by default)
     image = Image.open(turned_folder / "a" / "img_2.png").convert("RGB")
     row = col.paths.index(str(turned_folder / "a" / "img_2.png"))
     expected = embed_variants(enc, [image])[0]

@@ -133,8 +133,15 @@ def _pre_process(fp32_path: Path, tmp: Path) -> Path:
     pre = tmp / "pre.onnx"
     # Symbolic shape inference (for transformers' dynamic shapes) needs sympy, which the core
     # install lacks; a CNN's shapes are static apart from the batch, so ONNX's own inference suffices.
-    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=importlib.util.find_spec("sympy") is None)
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=not _installed("sympy"))
     return pre
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # an import hook that refuses it: as good as missing
+        return False
 
 
 def _reader(model_path: Path, calibration: np.ndarray):
