@@ -159,5 +159,25 @@ def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all
             keeper = min(g.ids, key=order)
             near_groups.append(make_group(col, facts, g.ids, keeper, g.pairs, "near", threshold, reference,
                                            ignored_pair, verified=checked))
+        if plan.on:
+            near_groups = _verify_chained(col, facts, near_groups, threshold, reference, ignored_pair, checked)
         near_groups.sort(key=lambda g: (-g.min_score, -len(g.ids), g.ids[0]))
     return (exact_groups if tier != "near" else []) + near_groups
+
+
+def _verify_chained(col, facts, groups, threshold, reference, ignored_pair, checked) -> list[ReviewGroup]:
+    """Verify each chained member against its keeper; remake the groups where some pass (they may be acted on).
+
+    A chained member is below the threshold to the keeper and was grouped through other members.
+    """
+    from . import verify as vf
+
+    todo = [(m.id, g.keeper) for g in groups for m in g.members if m.role == "chained"]
+    if not todo:
+        return groups
+    ok, _ = vf.verify_pairs([facts[i]["path"] for i, _ in todo], [facts[k]["path"] for _, k in todo])
+    more = checked | {(min(i, k), max(i, k)) for (i, k), good in zip(todo, ok) if good}
+    if len(more) == len(checked):
+        return groups
+    return [make_group(col, facts, g.ids, g.keeper, g.pairs, "near", threshold, reference, ignored_pair,
+                       verified=more) if any(m.role == "chained" for m in g.members) else g for g in groups]
