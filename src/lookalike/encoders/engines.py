@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,6 @@ def _check_ranges(pre: Path, ranges: dict) -> None:
 
 def _place(src: Path, dst: Path) -> None:
     """Move ``src`` to ``dst`` atomically (a copy and a rename across file systems)."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}-{threading.get_ident()}")
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
