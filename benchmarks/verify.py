@@ -83,7 +83,12 @@ def main():
     ap.add_argument("--n-features", type=int, default=600, help="keypoints per image (see --long-side)")
     ap.add_argument("--correlation", choices=("median", "p25"), default="median",
                     help="tile statistic of the photometric check for the reported rule (the other is reported too)")
+    ap.add_argument("--collection", type=Path, help="instead: time `dupes` end to end on this indexed collection "
+                    "(threshold only, then verification with 1 thread and with the default threads) and add it to "
+                    "the results under 'end_to_end'")
     args = ap.parse_args()
+    if args.collection:
+        return end_to_end(args.collection)
 
     import cv2
 
@@ -428,6 +433,55 @@ def main():
             out["variants"] = json.loads(res.read_text()).get("variants", {})
         res.write_text(json.dumps(out, indent=1))
     print("written", res, f"({time.time() - t_start:.0f} s)")
+
+
+def end_to_end(db: Path) -> None:
+    """Seconds of `dupes` on a real collection: the threshold alone, then with verification (the library's
+    candidate pairs and checks) on one thread (OpenCV's own threads left on: the implementation before
+    issue 15's second pass) and on the default thread pool; per image, per pair and per 10,000 images."""
+    from lookalike import Collection
+    from lookalike import verify as vf
+    from lookalike.dupes import DEFAULT_THRESHOLD, review_groups
+    from lookalike.pairs import verified_pairs
+
+    col = Collection.open(db)
+    n = len(col)
+    loads, runs = [round(os.getloadavg()[0], 2)], {}
+    t0 = time.perf_counter()
+    plain = review_groups(col, verify=False)
+    runs["threshold_only"] = round(time.perf_counter() - t0, 2)
+    counted = {}
+    real = vf.verify_pairs
+
+    def counting(a, b, **kw):
+        counted.update(pairs=len(a), images=len({str(x) for x in list(a) + list(b)}))
+        return real(a, b, **kw)
+
+    vf.verify_pairs = counting
+    for name, workers in (("verify_1_thread", 1), ("verify_threads", None)):
+        loads.append(round(os.getloadavg()[0], 2))
+        c0, t0 = time.process_time(), time.perf_counter()
+        found = verified_pairs(col, DEFAULT_THRESHOLD, workers=workers)
+        runs[name] = round(time.perf_counter() - t0, 2)
+        runs[name + "_cpu"] = round(time.process_time() - c0, 2)
+    vf.verify_pairs = real
+    loads.append(round(os.getloadavg()[0], 2))
+    t0 = time.perf_counter()
+    groups = review_groups(col)  # what `lookalike dupes` does by default
+    runs["dupes_default"] = round(time.perf_counter() - t0, 2)
+    loads.append(round(os.getloadavg()[0], 2))
+    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "collection": str(db), "images": n,
+           "threads": vf._workers(None), "load_average": loads, "seconds": runs,
+           "candidate_pairs": counted.get("pairs", 0), "images_with_features": counted.get("images", 0),
+           "verified_pairs": len(found), "groups_threshold_only": len(plain), "groups_default": len(groups),
+           "seconds_per_10k_images": {k: round(v * 10_000 / n) for k, v in runs.items() if not k.endswith("_cpu")},
+           "ms_per_image": {k: round(1000 * v / n, 1) for k, v in runs.items() if not k.endswith("_cpu")}}
+    print(json.dumps(out, indent=1))
+    res = HERE / "results" / "verify.json"
+    data = json.loads(res.read_text()) if res.exists() else {}
+    data["end_to_end"] = out
+    res.write_text(json.dumps(data, indent=1))
+    print("written", res)
 
 
 if __name__ == "__main__":
