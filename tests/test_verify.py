@@ -275,3 +275,21 @@ def test_review_groups_reports_progress_of_the_verification(hard_copies):
     assert verification(col) == vf.Plan("auto", True)
     assert verification(col, False) == vf.Plan("off", False)
     assert review_groups(col, verify=False) == []
+
+
+def test_a_member_chained_to_its_keeper_is_verified_against_it(hard_copies):
+    """A member grouped through other members (below the threshold to the keeper) is checked against the keeper."""
+    from lookalike import Collection
+    from lookalike.dupes import DEFAULT_THRESHOLD, MemberFacts, _verify_chained, make_group
+
+    col = Collection.open(hard_copies[0])
+    facts = MemberFacts(col)
+    by_name = {p.rsplit("/", 1)[1]: i for i, p in zip(col.ids, col.paths)}
+    ids = sorted(by_name[n] for n in hard_copies[1] + ["airplanes_image_0001.jpg"])
+    keeper = by_name[hard_copies[1][0]]  # the original
+    g = make_group(col, facts, ids, keeper, [], "near", DEFAULT_THRESHOLD, (), lambda a, b: False)
+    assert sorted(m.role for m in g.members) == ["chained"] * 3 + ["keep"]
+    (g2,) = _verify_chained(col, facts, [g], DEFAULT_THRESHOLD, (), lambda a, b: False, frozenset())
+    roles = {m.path.rsplit("/", 1)[1]: (m.role, m.verified) for m in g2.members}
+    assert roles == {hard_copies[1][0]: ("keep", False), hard_copies[1][1]: ("act", True),
+                     hard_copies[1][2]: ("act", True), "airplanes_image_0001.jpg": ("chained", False)}
