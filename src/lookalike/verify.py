@@ -57,11 +57,13 @@ CACHE_IMAGES = 2048
 CHUNK_PAIRS = 256
 # Threads of verify_pairs (None: one per core, at most 8).
 MAX_WORKERS = 8
-# `dupes` verifies by default ("auto") up to this many images: at about 17-45 ms per image on a 2-core VM
-# (features of the images in candidate pairs + ~2 checks per image; benchmarks/verify.py and the README),
-# 20,000 images take ~6-15 minutes more than the threshold alone, the most a default should add; --verify
-# checks a larger collection anyway. The CLI keeps a copy (cli/options.VERIFY_MAX_IMAGES; a test compares).
-AUTO_MAX_IMAGES = 20_000
+# `dupes` verifies by default ("auto") up to this many images. Measured end to end (benchmarks/verify.py
+# --collection, 2,500 Caltech photos, 2-core VM with one core busy elsewhere): ~41 ms per image (SIFT of
+# the images in candidate pairs + ~2 checks per image), so 10,000 images add ~7 minutes to the 2-5 s of
+# the threshold alone (about 3x the time to index them): the most a run nobody asked to be slow should
+# take. 20,000 would be ~14 minutes; --verify checks any size. The CLI keeps a copy
+# (cli/options.VERIFY_MAX_IMAGES; tests/test_verify.py compares).
+AUTO_MAX_IMAGES = 10_000
 # The fitted map's two scale factors may differ by at most this (a squash to a square is ~1.5).
 MAX_ANISOTROPY = 3.0
 
@@ -159,7 +161,7 @@ def plan(verify, n_images: int, *, against: bool = False, max_images: int | None
     if n_images > max_images:
         return Plan(mode, False, f"hard copies (turns, watermarks, thumbnails, deep crops) were not verified: "
                                  f"{n_images:,} images is above the {max_images:,} verified by default; "
-                                 "--verify checks them anyway (about 2 s per 100 images)")
+                                 "--verify checks them anyway (about 4 s per 100 images)")
     return Plan(mode, True)
 
 
