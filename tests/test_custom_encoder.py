@@ -110,6 +110,21 @@ def test_int8_engine_works_on_your_own_model(tmp_path):
     assert np.median((enc.embed_images(ims) * ref).sum(axis=1)) > 0.99
 
 
+def test_your_own_model_is_float_by_default_and_int8_calibrates_on_the_collection(tmp_path, image_folder):
+    """No shipped int8 ranges for a model of your own: float by default; --engine onnx-int8 calibrates on 64 images."""
+    tiny_model(tmp_path / "tiny.onnx", pooled=True)
+    (tmp_path / "tiny.json").write_text(json.dumps({"input_size": TINY_SIZE}))
+    name = f"onnx:{tmp_path / 'tiny.onnx'}"
+    assert not get_encoder(name).has_shared_int8
+    col = Collection.create(tmp_path / "db", encoder=name)
+    assert col.manifest["engine"] == "onnx" and "int8_model" not in col.manifest
+    col8 = Collection.create(tmp_path / "db8", encoder=name, engine="onnx-int8")
+    assert "int8_model" not in col8.manifest  # calibrated when the first images come
+    col8.index(image_folder)
+    assert col8.manifest["int8_model"]["calibration_images"] == 12 and (tmp_path / "db8" / "encoder-int8.onnx").exists()
+    assert Collection.open(tmp_path / "db8").encoder.engine.model_path == tmp_path / "db8" / "encoder-int8.onnx"
+
+
 def test_bad_configs_say_what_is_wrong(tmp_path):
     model = tiny_model(tmp_path / "tiny.onnx", pooled=True)
     with pytest.raises(FileNotFoundError, match="tiny.json"):
