@@ -134,6 +134,22 @@ def test_shared_int8_model_is_built_from_the_shipped_ranges_the_same_every_time(
     assert "caltech101_background_distractors" in ranges_path("efficientnet-lite0").read_text()
 
 
+def test_int8_ranges_of_another_graph_are_refused(tmp_path, encoder):
+    import json
+
+    from lookalike.encoders.calibration import load_ranges, ranges_path
+    from lookalike.encoders.engines import quantize_int8
+
+    ranges = load_ranges(ranges_path(encoder.name), encoder.weights_hash)
+    with pytest.raises(ValueError, match="another graph or onnxruntime version"):
+        quantize_int8(encoder.fp32_onnx_path(), None, tmp_path / "x.onnx", ranges={**ranges, "not_here": (0.0, 1.0)})
+    other = json.loads(ranges_path(encoder.name).read_text()) | {"weights_sha256": "0" * 64}
+    (tmp_path / "r.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="other weights"):
+        load_ranges(tmp_path / "r.json", encoder.weights_hash)
+    assert not (tmp_path / "x.onnx").exists()
+
+
 @pytest.mark.parametrize("cls", sorted(IMAGENET))
 def test_shared_int8_model_keeps_imagenet_top5(cls, encoder):
     """The int8 trunk's pooled features still classify: its features + the checkpoint's classifier."""

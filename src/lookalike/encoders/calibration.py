@@ -54,9 +54,9 @@ def load_ranges(path: Path, weights_sha256: str) -> dict[str, tuple[float, float
     if doc.get("format") != FORMAT:
         raise ValueError(f"{path} is not a lookalike int8 ranges file")
     if doc.get("weights_sha256") != weights_sha256:
-        raise RuntimeError(f"{path} holds int8 ranges for other weights (sha256 {str(doc.get('weights_sha256'))[:12]}"
-                           f" vs the installed {weights_sha256[:12]}); use --engine onnx, or compute them again: "
-                           "python -m lookalike.encoders.calibration")
+        raise ValueError(f"{path} holds int8 ranges for other weights (sha256 {str(doc.get('weights_sha256'))[:12]}"
+                         f" vs the installed {weights_sha256[:12]}); use --engine onnx, or compute them again: "
+                         "python -m lookalike.encoders.calibration")
     return {k: (float(lo), float(hi)) for k, (lo, hi) in doc["ranges"].items()}
 
 

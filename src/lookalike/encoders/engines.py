@@ -189,9 +189,9 @@ def _check_ranges(pre: Path, ranges: dict) -> None:
     names = {t for n in graph.node for t in n.output} | {i.name for i in graph.input}
     missing = sorted(set(ranges) - names)
     if missing:
-        raise RuntimeError(f"the int8 activation ranges name {len(missing)} tensors this graph lacks (e.g. "
-                           f"{missing[0]!r}): they were computed for another graph or onnxruntime version. "
-                           "Use --engine onnx, or compute them again: python -m lookalike.encoders.calibration")
+        raise ValueError(f"the int8 activation ranges name {len(missing)} tensors this graph lacks (e.g. "
+                         f"{missing[0]!r}): they were computed for another graph or onnxruntime version. "
+                         "Use --engine onnx, or compute them again: python -m lookalike.encoders.calibration")
 
 
 def _place(src: Path, dst: Path) -> None:
