@@ -83,6 +83,8 @@ def main():
     ap.add_argument("--n-features", type=int, default=600, help="keypoints per image (see --long-side)")
     ap.add_argument("--correlation", choices=("median", "p25"), default="median",
                     help="tile statistic of the photometric check for the reported rule (the other is reported too)")
+    ap.add_argument("--no-screen", dest="screen", action="store_false",
+                    help="check every pair with the full features (the library's screen=False)")
     ap.add_argument("--collection", type=Path, help="instead: time `dupes` end to end on this indexed collection "
                     "(threshold only, then verification with 1 thread and with the default threads) and add it to "
                     "the results under 'end_to_end'")
@@ -148,9 +150,28 @@ def main():
             t_feat.append(time.perf_counter() - t0)
         return feats[key]
 
+    screen_file = args.features.with_name(f"verify-screen-{vf.SCREEN_LONG_SIDE}-{vf.SCREEN_FEATURES}-from-"
+                                          f"{args.long_side}.pkl")
+    cheap = pickle.loads(screen_file.read_bytes()) if screen_file.exists() and args.screen else {}
+    t_screen, screened = [], []
+
+    def C(key):
+        """The screening features (lookalike.verify.screen_features), as verify_pairs makes them."""
+        if key not in cheap:
+            im = paths[key[1]] if key[0] == "db" else copies[key[2]][names[key[1]]]
+            cheap[key] = vf.screen_features(decode(im).image if key[0] == "db" else im, long_side=args.long_side)
+        return cheap[key]
+
     t_match = []
 
     def M(ka, kb):
+        if args.screen:
+            t0 = time.perf_counter()
+            passed = vf.match(C(ka), C(kb)) >= vf.SCREEN_MIN_INLIERS
+            t_screen.append(time.perf_counter() - t0)
+            screened.append(passed)
+            if not passed:
+                return (0, 0.0, -1.0, -1.0)
         fa, fb = F(ka), F(kb)
         t0 = time.perf_counter()
         m = vf.match_details(fa, fb)
@@ -169,7 +190,9 @@ def main():
            "load_average": round(os.getloadavg()[0], 2), "opencv": cv2.__version__,
            "method": {"features": "SIFT", "long_side": vf.LONG_SIDE, "n_features": vf.N_FEATURES, "ratio": vf.RATIO,
                       "ransac_px": vf.RANSAC_PX, "model": "affine (cv2.estimateAffine2D, RANSAC)",
-                      "max_anisotropy": vf.MAX_ANISOTROPY},
+                      "max_anisotropy": vf.MAX_ANISOTROPY,
+                      "screen": {"long_side": vf.SCREEN_LONG_SIDE, "n_features": vf.SCREEN_FEATURES,
+                                 "min_inliers": vf.SCREEN_MIN_INLIERS} if args.screen else None},
            "images": n, "originals": len(rows), "threshold": THRESHOLD, "halves": {}}
     sdb = db @ db.T
     np.fill_diagonal(sdb, -np.inf)
@@ -223,6 +246,8 @@ def main():
         print(f"[{hname}] (b) {len(b_keys)} same-edit copy pairs in band, {len(b_pick)} verified "
               f"({time.time() - t0:.0f} s)", flush=True)
         args.features.write_bytes(pickle.dumps(feats))
+        if args.screen:
+            screen_file.write_bytes(pickle.dumps(cheap))
         a_ids = [(names[int(e_[p])], str(paths[rows[idx[i_[p]]]].relative_to(paths[0].parents[1])),
                   str(paths[c_[p]].relative_to(paths[0].parents[1]))) for p in pick]
         per_half[hname] = dict(a_ids=a_ids, pos_rank=pos_rank, pos_cos=pos_cos, pos_inl=pos_inl, above=above, a_cos=a_cos[pick], a_inl=a_inl,
@@ -245,6 +270,8 @@ def main():
     c_cos = cc[c_pick]
     print(f"(c) {len(sel)} collection pairs in [{FLOOR}, {THRESHOLD}), {len(c_pick)} verified", flush=True)
     args.features.write_bytes(pickle.dumps(feats))
+    if args.screen:
+        screen_file.write_bytes(pickle.dumps(cheap))
     c_ids = [(str(paths[iu[0][p]].relative_to(paths[0].parents[1])), str(paths[iu[1][p]].relative_to(paths[0].parents[1])))
              for p in c_pick]
     c_rank = (R[iu[0][sel], iu[1][sel]], R[iu[1][sel], iu[0][sel]])
@@ -366,6 +393,30 @@ def main():
         timing.append(time.perf_counter() - t0)
     ms_feat = 1000 * float(np.median(timing))
     ms_match = 1000 * float(np.median(t_match))
+    screen_cost = {}
+    if args.screen:
+        st = []
+        for i in np.random.default_rng(3).choice(n, 100, replace=False):
+            im = decode(paths[i]).image
+            t0 = time.perf_counter()
+            vf.screen_features(im, long_side=args.long_side)
+            st.append(time.perf_counter() - t0)
+        # the pairs of different collection images in the band that pass the screening (the rest skip the full check)
+        cb_all = c_cos >= low
+        c_pass = np.array([vf.match(C(("db", int(iu[0][p]))), C(("db", int(iu[1][p])))) >= vf.SCREEN_MIN_INLIERS
+                           for p in c_pick])
+        lost = 0  # suite copies in the band that the full check verifies but the screening drops
+        for hname, idx in halves.items():
+            pc = per_half[hname]["pos_cos"]
+            for e, k in zip(*np.nonzero((pc >= low) & (pc < THRESHOLD))):
+                ka, kb = ("copy", int(e), int(idx[k])), ("db", int(rows[idx[k]]))
+                if vf.match(C(ka), C(kb)) < vf.SCREEN_MIN_INLIERS and vf.match_details(F(ka), F(kb)).ok(
+                        k_min, c_min, r_min):
+                    lost += 1
+        screen_cost = {"ms_screen_features_per_image_median": round(1000 * float(np.median(st)), 2),
+                       "ms_screen_match_per_pair_median": round(1000 * float(np.median(t_screen)), 2),
+                       "collection_band_pairs_passing_screen": round(float(c_pass[cb_all].mean()), 4),
+                       "suite_positives_verified_but_screened_out": lost}
     band_n = band_all[f"{low:.2f}"]
     cost = {"ms_features_per_image_median": round(ms_feat, 2) if ms_feat else None,
             "ms_match_per_pair_median": round(ms_match, 2), "ms_match_per_pair_mean": round(1000 * np.mean(t_match), 2),
@@ -377,6 +428,7 @@ def main():
     per10k_s = cost["band_pairs_per_10k_images"] * ms_match / 1000 + (
         cost["images_in_band_pairs_share"] * 10_000 * (ms_feat or 0) / 1000)
     cost["seconds_per_10k_images_est"] = round(per10k_s)
+    cost.update(screen_cost)
     out.update({"rule": {"band": [low, THRESHOLD], "min_inliers": k_min, "min_coverage": c_min,
                          "min_correlation": r_min, "correlation": STAT_NAMES[stat], "other_correlation": variant,
                          "chosen_on": "tune", "no_photometric_check": no_photometric,

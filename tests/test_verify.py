@@ -293,3 +293,25 @@ def test_a_member_chained_to_its_keeper_is_verified_against_it(hard_copies):
     roles = {m.path.rsplit("/", 1)[1]: (m.role, m.verified) for m in g2.members}
     assert roles == {hard_copies[1][0]: ("keep", False), hard_copies[1][1]: ("act", True),
                      hard_copies[1][2]: ("act", True), "airplanes_image_0001.jpg": ("chained", False)}
+
+
+def test_the_screening_keeps_every_verified_pair(files):
+    """Cheap features first: the same pairs verify with and without it; pairs it drops report 0 inliers."""
+    names = ["rotate_20", "crop_50", "unrelated", "thumbnail", "broken", "watermark", "screenshot", "unrelated2"]
+    a = [files[n] for n in names]
+    b = [files["original"]] * len(names)
+    ok, inliers = vf.verify_pairs(a, b)
+    ok_full, inliers_full = vf.verify_pairs(a, b, screen=False)
+    assert ok.tolist() == ok_full.tolist() == [True, True, False, True, False, True, True, False]
+    assert inliers[ok].tolist() == inliers_full[ok].tolist()
+    cheap = {n: vf.screen_features(Image.open(files[n])) for n in ("unrelated", "unrelated2", "original")}
+    for n in ("unrelated", "unrelated2"):  # dropped by the screening: no full check, 0 inliers
+        assert vf.match(cheap[n], cheap["original"]) < vf.SCREEN_MIN_INLIERS
+        assert inliers[names.index(n)] == 0
+
+
+def test_features_of_the_grey_image_are_the_features_of_the_image(files):
+    im = Image.open(files["thumbnail"])
+    a, b = vf.features(im), vf.features(vf.grey_image(im))
+    assert np.array_equal(a.points, b.points) and np.array_equal(a.descriptors, b.descriptors)
+    assert a.size == b.size and np.array_equal(a.thumb, b.thumb)

@@ -57,6 +57,14 @@ CACHE_IMAGES = 2048
 CHUNK_PAIRS = 256
 # Threads of verify_pairs (None: one per core, at most 8).
 MAX_WORKERS = 8
+# Screening: most candidate pairs are two different photos. verify_pairs first matches cheap features
+# (longer side SCREEN_LONG_SIDE, SCREEN_FEATURES keypoints, ~40 % of the cost of the full ones) and checks
+# with the full features only the pairs with at least SCREEN_MIN_INLIERS inliers there (~5 % of the pairs
+# of different photos; the gate was set on a separate 2,500-image Caltech collection, where every pair the
+# full check verified had >= 9; benchmarks/verify.py measures the suite with it).
+SCREEN_LONG_SIDE = 240
+SCREEN_FEATURES = 300
+SCREEN_MIN_INLIERS = 8
 # `dupes` verifies by default ("auto") up to this many images. Measured end to end (benchmarks/verify.py
 # --collection, 2,500 Caltech photos, 2-core VM with one core busy elsewhere): ~41 ms per image (SIFT of
 # the images in candidate pairs + ~2 checks per image), so 10,000 images add ~7 minutes to the 2-5 s of
@@ -176,8 +184,12 @@ def _sift(n_features: int):
     return _SIFT[key]
 
 
-def features(image, *, long_side: int = LONG_SIDE, n_features: int = N_FEATURES) -> Features:
-    """SIFT keypoints of a PIL image (any mode) or an (h, w[, 3]) uint8 array, resized to ``long_side``."""
+def grey_image(image, long_side: int = LONG_SIDE) -> np.ndarray | None:
+    """The grey image :func:`features` works on: longer side ``long_side`` (None when a side is under 8 px).
+
+    :func:`features` of the result with the same ``long_side`` equals :func:`features` of ``image``
+    (the resize to the size it already has is a copy).
+    """
     cv2 = _cv2()
     if hasattr(image, "convert"):
         grey = np.asarray(image.convert("L"))
@@ -186,10 +198,19 @@ def features(image, *, long_side: int = LONG_SIDE, n_features: int = N_FEATURES)
         grey = a if a.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_RGB2GRAY)
     h, w = grey.shape[:2]
     if min(h, w) < 8:
-        return EMPTY
+        return None
     s = long_side / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    grey = cv2.resize(np.ascontiguousarray(grey), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+    return cv2.resize(np.ascontiguousarray(grey), size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+
+
+def features(image, *, long_side: int = LONG_SIDE, n_features: int = N_FEATURES) -> Features:
+    """SIFT keypoints of a PIL image (any mode) or an (h, w[, 3]) uint8 array, resized to ``long_side``."""
+    cv2 = _cv2()
+    grey = grey_image(image, long_side)
+    if grey is None:
+        return EMPTY
+    size = (grey.shape[1], grey.shape[0])
     kps, desc = _sift(n_features).detectAndCompute(grey, None)
     if desc is None or not len(kps):
         return EMPTY
@@ -199,10 +220,20 @@ def features(image, *, long_side: int = LONG_SIDE, n_features: int = N_FEATURES)
     return Features(np.array([k.pt for k in kps], np.float32), desc, size, thumb)
 
 
+def screen_features(image, *, long_side: int = LONG_SIDE) -> Features:
+    """The cheap features of the screening step (:data:`SCREEN_LONG_SIDE`, :data:`SCREEN_FEATURES`).
+
+    Made from :func:`grey_image` at ``long_side``, as :func:`verify_pairs` makes them.
+    """
+    grey = grey_image(image, long_side)
+    return EMPTY if grey is None else features(grey, long_side=SCREEN_LONG_SIDE, n_features=SCREEN_FEATURES)
+
+
 def match(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: float = RANSAC_PX,
           max_anisotropy: float = MAX_ANISOTROPY) -> int:
     """Inliers of the best affine map from ``a``'s keypoints to ``b``'s (0 when none is plausible)."""
-    return match_details(a, b, ratio=ratio, ransac_px=ransac_px, max_anisotropy=max_anisotropy).inliers
+    fit = _fit(a, b, ratio, ransac_px, max_anisotropy)
+    return 0 if fit is None else int(fit[1].sum())
 
 
 @dataclass(frozen=True)
@@ -288,9 +319,19 @@ def match_details(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: 
     inliers span the shared picture; a same-pose face in two photos, one region). ``correlation``
     compares the grey thumbnails after aligning ``a`` onto ``b`` by the fitted map.
     """
+    fit = _fit(a, b, ratio, ransac_px, max_anisotropy)
+    if fit is None:
+        return NO_MATCH
+    M, keep, src, dst = fit
+    return Match(int(keep.sum()), max(_coverage(src[keep], a.size), _coverage(dst[keep], b.size)),
+                 _correlation(a, b, M), M)
+
+
+def _fit(a: Features, b: Features, ratio: float, ransac_px: float, max_anisotropy: float):
+    """Ratio-test matches and the RANSAC affine map: (map, inlier mask, matched points of a, of b), or None."""
     cv2 = _cv2()
     if len(a) < 3 or len(b) < 3:
-        return NO_MATCH
+        return None
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors.astype(np.float32), b.descriptors.astype(np.float32),
                                                 k=2)
     best = {}
@@ -300,28 +341,39 @@ def match_details(a: Features, b: Features, *, ratio: float = RATIO, ransac_px: 
             if t not in best or d < best[t][1]:
                 best[t] = (q, d)  # one-to-one: each keypoint of b keeps its closest match
     if len(best) < 3:
-        return NO_MATCH
+        return None
     src = a.points[[q for q, _ in best.values()]]
     dst = b.points[list(best)]
     M, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_px, maxIters=2000,
                                    confidence=0.995, refineIters=0)
     if M is None or mask is None or not np.isfinite(M).all():
-        return NO_MATCH
+        return None
     sv = np.linalg.svd(M[:, :2], compute_uv=False)
     if np.linalg.det(M[:, :2]) <= 0 or sv[1] <= 1e-6 or sv[0] / sv[1] > max_anisotropy:
-        return NO_MATCH  # a mirror, a collapse to a line or an extreme squash: not an edit of the photo
-    keep = mask.ravel().astype(bool)
-    return Match(int(keep.sum()), max(_coverage(src[keep], a.size), _coverage(dst[keep], b.size)),
-                 _correlation(a, b, M), M)
+        return None  # a mirror, a collapse to a line or an extreme squash: not an edit of the photo
+    return M, mask.ravel().astype(bool), src, dst
 
 
 def _load(path, long_side: int = LONG_SIDE, n_features: int = N_FEATURES) -> Features | None:
+    grey = _grey_of(path, long_side)
+    return None if grey is None else features(grey, long_side=long_side, n_features=n_features)
+
+
+def _grey_of(path, long_side: int = LONG_SIDE):
+    """The file's :func:`grey_image` (an empty array when a side is under 8 px), None when it cannot be read."""
     from . import images
 
     try:  # a large JPEG is decoded at a reduced scale that stays above long_side (much faster, same frame)
-        return features(images.decode(path, draft_size=long_side).image, long_side=long_side, n_features=n_features)
+        grey = grey_image(images.decode(path, draft_size=long_side).image, long_side)
     except Exception:  # noqa: BLE001 - an unreadable file is "not verified", never an error
         return None
+    return np.zeros((0, 0), np.uint8) if grey is None else grey
+
+
+def _from_grey(grey, long_side: int, n_features: int) -> Features | None:
+    if grey is None:
+        return None
+    return EMPTY if not grey.size else features(grey, long_side=long_side, n_features=n_features)
 
 
 def _workers(workers: int | None) -> int:
@@ -331,8 +383,8 @@ def _workers(workers: int | None) -> int:
 def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN_INLIERS,
                  min_coverage: float = MIN_COVERAGE, min_correlation: float = MIN_CORRELATION,
                  ratio: float = RATIO, cache_size: int = CACHE_IMAGES, workers: int | None = None,
-                 progress=None, long_side: int = LONG_SIDE,
-                 n_features: int = N_FEATURES) -> tuple[np.ndarray, np.ndarray]:
+                 progress=None, long_side: int = LONG_SIDE, n_features: int = N_FEATURES,
+                 screen: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Check candidate pairs ``(paths_a[i], paths_b[i])`` geometrically.
 
     Parameters
@@ -359,6 +411,10 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
         Called with the fraction of pairs checked (0..1) after each chunk of :data:`CHUNK_PAIRS`.
     long_side, n_features : int
         The feature setting (:func:`features`); the rule's defaults were chosen for the defaults.
+    screen : bool, default True
+        Match cheap features first (:func:`screen_features`) and check with the full ones only the
+        pairs with at least :data:`SCREEN_MIN_INLIERS` inliers there (the others are not verified,
+        inliers 0): each image is decoded once per chunk, and most full features are never computed.
 
     Returns
     -------
@@ -377,6 +433,7 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
     if not n:
         return ok, inliers
     cache: OrderedDict = OrderedDict()
+    screened: OrderedDict = OrderedDict()  # the cheap features, by the same rule
 
     def key(p):
         return p if isinstance(p, bytes) else os.fspath(p)
@@ -400,15 +457,23 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
         for c0 in range(0, n, CHUNK_PAIRS):
             chunk = order[c0 : c0 + CHUNK_PAIRS]
             source = {key(p): p for i in chunk for p in (paths_a[i], paths_b[i])}
-            todo = [k for k in source if k not in cache]
-            feats = {k: cache[k] for k in source if k in cache}
-            feats.update(zip(todo, run(lambda k, src=source: _load(src[k], long_side, n_features), todo)))
+            greys = {}
+            if screen:  # cheap features of every image, from its grey image (kept for this chunk)
+                todo = [k for k in source if k not in screened]
+                greys = dict(zip(todo, run(lambda k, src=source: _grey_of(src[k], long_side), todo)))
+                cheap = {k: screened[k] for k in source if k in screened}
+                cheap.update(zip(todo, run(lambda k, g=greys: _from_grey(g[k], SCREEN_LONG_SIDE, SCREEN_FEATURES),
+                                           todo)))
+                passed = list(run(lambda i, f=cheap: _passes(f[key(paths_a[i])], f[key(paths_b[i])], ratio), chunk))
+                _remember(screened, cheap, cache_size)
+                chunk = [i for i, good in zip(chunk, passed) if good]
+            need = {key(p): p for i in chunk for p in (paths_a[i], paths_b[i])}
+            todo = [k for k in need if k not in cache]
+            feats = {k: cache[k] for k in need if k in cache}
+            feats.update(zip(todo, run(lambda k, g=greys, src=need: _from_grey(g[k], long_side, n_features) if k in g
+                                       else _load(src[k], long_side, n_features), todo)))
             list(run(lambda i, f=feats: check(i, f[key(paths_a[i])], f[key(paths_b[i])]), chunk))
-            for k, f in feats.items():  # least recently used dropped
-                cache[k] = f
-                cache.move_to_end(k)
-            while len(cache) > max(0, cache_size):
-                cache.popitem(last=False)
+            _remember(cache, feats, cache_size)
             if progress is not None:
                 progress(min(n, c0 + CHUNK_PAIRS) / n)
     finally:
@@ -416,3 +481,17 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
             pool.shutdown(wait=True, cancel_futures=True)
             cv2.setNumThreads(threads)
     return ok, inliers
+
+
+def _passes(a: Features | None, b: Features | None, ratio: float) -> bool:
+    """The screening: enough inliers between two images' cheap features to check them fully."""
+    return a is not None and b is not None and match(a, b, ratio=ratio) >= SCREEN_MIN_INLIERS
+
+
+def _remember(cache: OrderedDict, feats: dict, size: int) -> None:
+    """Put ``feats`` in the LRU ``cache`` as the most recent; drop the least recently used beyond ``size``."""
+    for k, f in feats.items():
+        cache[k] = f
+        cache.move_to_end(k)
+    while len(cache) > max(0, size):
+        cache.popitem(last=False)
