@@ -488,9 +488,10 @@ def main():
 
 
 def end_to_end(db: Path) -> None:
-    """Seconds of `dupes` on a real collection: the threshold alone, then with verification (the library's
-    candidate pairs and checks) on one thread (OpenCV's own threads left on: the implementation before
-    issue 15's second pass) and on the default thread pool; per image, per pair and per 10,000 images."""
+    """Seconds of `dupes` on a real collection: the threshold alone, then verification (the library's candidate
+    pairs and checks) without the screening on one thread (OpenCV's own threads left on: what `dupes --verify`
+    did before the screening and the thread pool), with it on one thread and on the default thread pool, and
+    `review_groups` as `lookalike dupes` runs it; per image and per 10,000 images."""
     from lookalike import Collection
     from lookalike import verify as vf
     from lookalike.dupes import DEFAULT_THRESHOLD, review_groups
@@ -498,22 +499,22 @@ def end_to_end(db: Path) -> None:
 
     col = Collection.open(db)
     n = len(col)
-    loads, runs = [round(os.getloadavg()[0], 2)], {}
+    loads, runs, verified = [round(os.getloadavg()[0], 2)], {}, {}
     t0 = time.perf_counter()
     plain = review_groups(col, verify=False)
     runs["threshold_only"] = round(time.perf_counter() - t0, 2)
     counted = {}
     real = vf.verify_pairs
+    for name, workers, screen in (("verify_no_screen_1_thread", 1, False), ("verify_1_thread", 1, True),
+                                  ("verify_threads", None, True)):
+        def counting(a, b, screen=screen, **kw):
+            counted.update(pairs=len(a), images=len({str(x) for x in list(a) + list(b)}))
+            return real(a, b, screen=screen, **kw)
 
-    def counting(a, b, **kw):
-        counted.update(pairs=len(a), images=len({str(x) for x in list(a) + list(b)}))
-        return real(a, b, **kw)
-
-    vf.verify_pairs = counting
-    for name, workers in (("verify_1_thread", 1), ("verify_threads", None)):
+        vf.verify_pairs = counting
         loads.append(round(os.getloadavg()[0], 2))
         c0, t0 = time.process_time(), time.perf_counter()
-        found = verified_pairs(col, DEFAULT_THRESHOLD, workers=workers)
+        verified[name] = len(verified_pairs(col, DEFAULT_THRESHOLD, workers=workers))
         runs[name] = round(time.perf_counter() - t0, 2)
         runs[name + "_cpu"] = round(time.process_time() - c0, 2)
     vf.verify_pairs = real
@@ -524,8 +525,8 @@ def end_to_end(db: Path) -> None:
     loads.append(round(os.getloadavg()[0], 2))
     out = {"date": time.strftime("%Y-%m-%d %H:%M"), "collection": str(db), "images": n,
            "threads": vf._workers(None), "load_average": loads, "seconds": runs,
-           "candidate_pairs": counted.get("pairs", 0), "images_with_features": counted.get("images", 0),
-           "verified_pairs": len(found), "groups_threshold_only": len(plain), "groups_default": len(groups),
+           "candidate_pairs": counted.get("pairs", 0), "images_in_candidate_pairs": counted.get("images", 0),
+           "verified_pairs": verified, "groups_threshold_only": len(plain), "groups_default": len(groups),
            "seconds_per_10k_images": {k: round(v * 10_000 / n) for k, v in runs.items() if not k.endswith("_cpu")},
            "ms_per_image": {k: round(1000 * v / n, 1) for k, v in runs.items() if not k.endswith("_cpu")}}
     print(json.dumps(out, indent=1))
