@@ -66,12 +66,13 @@ SCREEN_LONG_SIDE = 240
 SCREEN_FEATURES = 300
 SCREEN_MIN_INLIERS = 8
 # `dupes` verifies by default ("auto") up to this many images. Measured end to end (benchmarks/verify.py
-# --collection, 2,500 Caltech photos, 2-core VM with one core busy elsewhere): ~41 ms per image (SIFT of
-# the images in candidate pairs + ~2 checks per image), so 10,000 images add ~7 minutes to the 2-5 s of
-# the threshold alone (about 3x the time to index them): the most a run nobody asked to be slow should
-# take. 20,000 would be ~14 minutes; --verify checks any size. The CLI keeps a copy
-# (cli/options.VERIFY_MAX_IMAGES; tests/test_verify.py compares).
-AUTO_MAX_IMAGES = 10_000
+# --collection, 2,500 Caltech photos, 2-core VM with the other core busy elsewhere): ~23 ms per image
+# (screening the ~2 candidate pairs per image, full features for the few that pass), so 20,000 images add
+# ~7.5 minutes to the few seconds of the threshold alone (~2x the time to index them; less with free
+# cores): about the most a run nobody asked to be slow should take. It is also search's re-ranking limit
+# (lookalike.expansion). --verify checks any size. The CLI keeps a copy (cli/options.VERIFY_MAX_IMAGES;
+# tests/test_verify.py compares).
+AUTO_MAX_IMAGES = 20_000
 # The fitted map's two scale factors may differ by at most this (a squash to a square is ~1.5).
 MAX_ANISOTROPY = 3.0
 
@@ -169,7 +170,7 @@ def plan(verify, n_images: int, *, against: bool = False, max_images: int | None
     if n_images > max_images:
         return Plan(mode, False, f"hard copies (turns, watermarks, thumbnails, deep crops) were not verified: "
                                  f"{n_images:,} images is above the {max_images:,} verified by default; "
-                                 "--verify checks them anyway (about 4 s per 100 images)")
+                                 "--verify checks them anyway (about 2-3 s per 100 images)")
     return Plan(mode, True)
 
 

@@ -43,7 +43,7 @@ def dupes(
         help="Check each image's nearest neighbours below the threshold with local features + RANSAC and group "
         "those that are the same photo (hard edits: blur, turns, watermarks, thumbnails, screenshots, deep crops). "
         f"Default: on when the verify extra (OpenCV) is installed and the collection has at most "
-        f"{VERIFY_MAX_IMAGES:,} images (about 4 s per 100 images); --verify at any size, --no-verify off.")] = None,
+        f"{VERIFY_MAX_IMAGES:,} images (about 2-3 s per 100 images); --verify at any size, --no-verify off.")] = None,
 ):
     """Report duplicate groups (exact copies first, then near duplicates) with a keeper; act on them with --apply.
 

@@ -15,7 +15,7 @@ DEFAULT_DB = Path("lookalike-index")
 DEFAULT_THRESHOLD = 0.88
 # dupes verifies by default up to this many images, as lookalike.verify.AUTO_MAX_IMAGES (a copy for --help, checked
 # by tests/test_verify.py).
-VERIFY_MAX_IMAGES = 10_000
+VERIFY_MAX_IMAGES = 20_000
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Collection folder.", show_default=True)]
 ThresholdOpt = Annotated[float, typer.Option(help="Cosine similarity at or above which images are duplicates.")]
