@@ -230,6 +230,23 @@ def test_dupes_verifies_by_default(hard_copies):
     assert _dupes(["--verify"], db)[:2] == (dict(data, verify="on"), groups)
 
 
+def test_csv_says_which_members_were_verified(hard_copies):
+    import csv
+    import io
+
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    db, group = hard_copies
+    res = CliRunner().invoke(app, ["dupes", "--db", str(db), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert sorted((r["path"].rsplit("/", 1)[1], r["role"], r["verified"]) for r in rows) == sorted(
+        (name, "keep" if name == "copy_rotate_20.jpg" else "act", "0" if name == "copy_rotate_20.jpg" else "1")
+        for name in group)
+
+
 def test_no_verify_turns_it_off(hard_copies):
     db, _ = hard_copies
     data, groups, err = _dupes(["--no-verify"], db)

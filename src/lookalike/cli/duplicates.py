@@ -134,10 +134,11 @@ def _report(groups, threshold, strict, fmt, against, plan=None) -> None:
         return
     if fmt == "csv":
         write_csv(["group", "id", "path", "keeper", "min_score", "tier", "role", "score_to_keeper", "identical",
-                   "size", "width", "height", "modified", "folder", "in_other"],
+                   "size", "width", "height", "modified", "folder", "in_other", "verified"],
                   ([n, m.id, display(m.path), int(m.role == "keep"), f"{g.min_score:.6f}", g.tier, m.role,
                     f"{m.score:.6f}", int(m.identical), m.size, m.width, m.height, m.to_dict()["modified"],
-                    display(m.folder), int(m.in_other)] for n, g in enumerate(groups, 1) for m in g.members))
+                    display(m.folder), int(m.in_other), int(m.verified)] for n, g in enumerate(groups, 1)
+                   for m in g.members))
         return
     n_act = sum(m.role == "act" for g in groups for m in g.members)
     n_exact = sum(g.tier == "exact" for g in groups)
