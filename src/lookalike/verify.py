@@ -178,8 +178,10 @@ _SIFT = {}
 
 
 def _sift(n_features: int):
+    import threading
+
     cv2 = _cv2()
-    key = (os.getpid(), n_features)
+    key = (os.getpid(), threading.get_ident(), n_features)  # one detector per thread of verify_pairs' pool
     if key not in _SIFT:
         _SIFT[key] = cv2.SIFT_create(nfeatures=n_features)
     return _SIFT[key]
@@ -423,7 +425,7 @@ def verify_pairs(paths_a: Sequence, paths_b: Sequence, *, min_inliers: int = MIN
         The pair shows the same photo (all three checks pass). A file that cannot be read or
         decoded is never verified.
     inliers : ndarray of int, shape (n,)
-        The inlier count (0 for an unreadable file).
+        The inlier count (0 for an unreadable file, or a pair the screening dropped).
     """
     if len(paths_a) != len(paths_b):
         raise ValueError(f"paths_a and paths_b differ in length ({len(paths_a)} vs {len(paths_b)})")
