@@ -18,6 +18,7 @@ Needs ``opencv-python-headless`` (SIFT is in OpenCV >= 4.4). Measured by ``bench
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -174,17 +175,16 @@ def plan(verify, n_images: int, *, against: bool = False, max_images: int | None
     return Plan(mode, True)
 
 
-_SIFT = {}
+_SIFT = threading.local()  # one detector per thread (verify_pairs' pool) and keypoint count
 
 
 def _sift(n_features: int):
-    import threading
-
     cv2 = _cv2()
-    key = (os.getpid(), threading.get_ident(), n_features)  # one detector per thread of verify_pairs' pool
-    if key not in _SIFT:
-        _SIFT[key] = cv2.SIFT_create(nfeatures=n_features)
-    return _SIFT[key]
+    made = _SIFT.__dict__.setdefault("made", {})
+    key = (os.getpid(), n_features)
+    if key not in made:
+        made[key] = cv2.SIFT_create(nfeatures=n_features)
+    return made[key]
 
 
 def grey_image(image, long_side: int = LONG_SIDE) -> np.ndarray | None:
