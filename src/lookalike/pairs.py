@@ -373,6 +373,8 @@ def verified_pairs(col, threshold: float, *, low: float | None = None, k: int | 
     k = verify.TOP_K if k is None else int(k)
     n = len(col)
     if n < 2 or low >= threshold:
+        if progress is not None:
+            progress(1.0)
         return []
     how = "exact"  # plain cosine neighbours: the LSH index where it serves, else the exact scan
     if method != "exact" and n >= LSH_MIN_IMAGES and col.manifest.get("lsh"):
