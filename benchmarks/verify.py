@@ -481,8 +481,10 @@ def main():
         shipped = (vf.BAND_LOW, vf.MIN_INLIERS, vf.MIN_COVERAGE, vf.MIN_CORRELATION)
         keys = ("found", "found_main", "precision", "a_verified", "a_checked", "b_verified", "b_checked",
                 "c_verified", "c_checked")
-        data.setdefault("embeddings", {})[args.embeddings.name] = {
-            "date": out["date"], "load_average": out["load_average"],
+        key = args.embeddings.name + (f" split {args.split_seed}" if args.split_seed != 1 else "")
+        data.setdefault("embeddings", {})[key] = {
+            "date": out["date"], "load_average": out["load_average"], "split_seed": args.split_seed,
+            "test_originals": [str(paths[int(rows[i])].relative_to(paths[0].parents[1])) for i in halves["test"]],
             "baseline_test": {k: baseline["test"][k] for k in ("found", "found_main", "precision")},
             "chosen_on_tune": {"band": [low, THRESHOLD], "min_inliers": k_min, "min_coverage": c_min,
                                "min_correlation": r_min, "test": {k: chosen["test"][k] for k in keys},
