@@ -107,6 +107,14 @@ def test_info_and_errors(db):
     data = json.loads(res.output)
     assert data["images"] == 12 and data["skipped"] == 1
     assert "not an image" in data["skipped_files"][0]["reason"]
+    assert data["engine"] == "onnx-int8" and data["int8_calibration"] == "shared"  # the default of new collections
+
+
+def test_info_names_a_float_engine_without_int8_calibration(tmp_path, image_folder):
+    res = runner.invoke(app, ["index", str(image_folder), "--db", str(tmp_path / "f"), "--engine", "onnx"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(runner.invoke(app, ["info", "--db", str(tmp_path / "f"), "--json"]).output)
+    assert data["engine"] == "onnx" and data["int8_calibration"] is None
 
 
 def test_index_json_report(tmp_path, image_folder):

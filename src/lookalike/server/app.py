@@ -57,8 +57,8 @@ MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
 GET_HEAD = ["GET", "HEAD"]
 # What /api/stats takes of the collection's description (collection.describe); no filesystem path.
-STATS_FIELDS = ("images", "skipped", "encoder", "profile", "views", "dim", "engine", "search_method", "generation",
-                "segments", "dba", "rotations")
+STATS_FIELDS = ("images", "skipped", "encoder", "profile", "views", "dim", "engine", "int8_calibration",
+                "search_method", "generation", "segments", "dba", "rotations")
 
 
 class _ThumbCache:

@@ -31,6 +31,8 @@ class Stats(BaseModel):
     views: list[str]
     dim: int
     engine: str
+    int8_calibration: str | None = Field(description="shared (the int8 model built from the shipped ranges), "
+                                         "collection (calibrated on its own images) or null (float engine)")
     search_method: str
     generation: int
     segments: int
