@@ -298,6 +298,25 @@ def test_a_new_collection_uses_the_shared_int8_model_and_keeps_it(tmp_path, imag
         Collection.open(tmp_path / "db").encoder  # noqa: B018 (the property raises)
 
 
+def test_shipped_ranges_this_onnxruntime_cannot_use_leave_a_new_collection_on_float(tmp_path, monkeypatch, caplog):
+    """The default never stops a first run: ranges that do not fit this graph / ORT fall back to float, loudly."""
+    from lookalike.encoders import calibration
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))  # no shared model built yet
+
+    def unusable(path, weights_sha256):
+        raise ValueError("the int8 activation ranges name 3 tensors this graph lacks")
+
+    monkeypatch.setattr(calibration, "load_ranges", unusable)
+    with caplog.at_level("WARNING", logger="lookalike.collection.facade"):
+        col = Collection.create(tmp_path / "db")
+    assert col.manifest["engine"] == "onnx" and "int8_model" not in col.manifest
+    assert "float engine" in caplog.text and "tensors this graph lacks" in caplog.text
+    with pytest.raises(ValueError, match="tensors this graph lacks"):  # asked for by name: the error itself
+        Collection.create(tmp_path / "db2", engine="onnx-int8")
+    assert not (tmp_path / "db2").exists()
+
+
 def test_a_float_collection_stays_float(tmp_path, image_folder, encoder):
     col = Collection.create(tmp_path / "f", engine="onnx")
     col.index(image_folder / "cats")

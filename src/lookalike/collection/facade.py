@@ -10,6 +10,7 @@ reading and verifying a collection.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from .query import QueryMixin
 from .segment import Segment
 from .view import Snapshot
 from .writing import IndexReport, WritingMixin, install_int8
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_DTYPE", "Collection", "IndexReport"]
 
@@ -107,10 +110,22 @@ class Collection(QueryMixin, WritingMixin, CommitMixin):
             raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}")
         if path.exists() and not path.is_dir():
             raise CollectionError(f"{path} is a file, not a collection folder; choose another --db.")
-        engine = engine or default_engine(canonical_name(encoder))
+        chosen, engine = engine, engine or default_engine(canonical_name(encoder))
         enc = get_encoder(encoder, engine, flip_average=flip_average, views=views)  # fails before any folder is made
         variants = check_variants(rotations) if rotations else ()
-        shared_int8 = enc.shared_int8_path() if engine == "onnx-int8" and enc.has_shared_int8 else None
+        shared_int8 = None
+        if engine == "onnx-int8" and enc.has_shared_int8:
+            try:
+                shared_int8 = enc.shared_int8_path()
+            except (ValueError, KeyError, RuntimeError) as err:
+                if chosen is not None:
+                    raise
+                # The default must not stop a first run: shipped ranges that this ONNX Runtime cannot use
+                # (another version naming the graph's tensors otherwise) leave the new collection on float.
+                log.warning("the shared int8 model cannot be built here (%s); this new collection uses the float "
+                            "engine (--engine onnx: same results, ~2x slower to index)", err)
+                engine = "onnx"
+                enc = get_encoder(encoder, engine, flip_average=flip_average, views=views)
         try:
             path.mkdir(parents=True, exist_ok=True)
             with store.Lock(path):
