@@ -225,10 +225,13 @@ def test_duplicates_202_then_paged(dup_db, monkeypatch):
     with TestClient(create_app(dup_db)) as c:
         r = c.get("/api/duplicates?threshold=0.88&limit=2")
         assert r.status_code == 202 and r.headers["retry-after"] == "1"
-        # queued (nothing done yet), or running and halfway through the gated scan (95 % of 0.5)
-        assert (r.json()["status"], r.json()["progress"]) in (("queued", 0.0), ("running", 0.0), ("running", 0.475))
+        # queued (nothing done yet), or running and halfway through the gated scan (its share: before the
+        # verification of hard copies, the slow part)
+        half = round(sd.SCAN_SHARE * 0.5, 4)
+        assert (r.json()["status"], r.json()["progress"]) in (("queued", 0.0), ("running", 0.0), ("running", half))
+        assert r.json()["phase"] == "pairs"
         deadline = time.time() + 5
-        while c.get("/api/duplicates?threshold=0.88&limit=2").json().get("progress") != 0.475:
+        while c.get("/api/duplicates?threshold=0.88&limit=2").json().get("progress") != half:
             assert time.time() < deadline
             time.sleep(0.02)
         gate.set()

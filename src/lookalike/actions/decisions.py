@@ -54,28 +54,39 @@ def remember_not_duplicates(col, ids) -> set[str]:
     return hashes
 
 
-def chosen_groups(col, choices, threshold: float) -> list:
+def chosen_groups(col, choices, threshold: float, *, verified=frozenset(), check: bool | None = None) -> list:
     """Review groups from a person's choices: ``[(keeper_id, [ids to act on]), ...]``.
 
-    Each chosen member is scored against its keeper again: one below ``threshold``, or marked
-    "not duplicates" with it, gets a role other than ``act`` and :func:`~.planning.make_plan` leaves it
-    alone, whatever the request said. Only ids of ``col`` are accepted.
+    Each chosen member is scored against its keeper again. One below ``threshold`` gets a role
+    other than ``act`` (and :func:`~.planning.make_plan` leaves it alone, whatever the request
+    said) unless a geometric check shows it the same photo as its keeper: then it acts and is
+    ``verified``, the rule of ``lookalike dupes`` (:func:`lookalike.review.make_group`). One marked
+    "not duplicates" with its keeper never acts. Only ids of ``col`` are accepted.
 
     Parameters
     ----------
     col : Collection
     choices : sequence of (int, sequence of int)
     threshold : float
-        The score to the keeper a member needs to be acted on.
+        The score to the keeper a member needs to be acted on (without verification).
+    verified : set of (int, int), optional
+        ``(low id, high id)`` pairs already shown to be the same photo (a duplicate search's).
+    check : bool, optional
+        Check each member below ``threshold`` and not in ``verified`` against its keeper now
+        (:func:`lookalike.verify.verify_pairs`). Default: when :func:`lookalike.dupes.verification`
+        is on for ``col`` ("auto": OpenCV installed, at most
+        :data:`lookalike.verify.AUTO_MAX_IMAGES` images).
 
     Raises
     ------
     ValueError
         An id that is not in ``col``, a keeper among its own members, or a group without members.
     """
+    from ..dupes import _verify_chained, verification
     from ..review import MemberFacts, ignored_pairs, make_group
 
     ignored_pair = ignored_pairs(load_decisions(col.path))
+    verified = frozenset(verified)
 
     facts, groups = MemberFacts(col), []
     for keeper, members in choices:
@@ -89,5 +100,10 @@ def chosen_groups(col, choices, threshold: float) -> list:
                 col.row_of_id(i)
             except (KeyError, OverflowError):
                 raise ValueError(f"No image with id {i} in {col.path}.") from None
-        groups.append(make_group(col, facts, sorted(ids), int(keeper), [], "near", threshold, (), ignored_pair))
+        groups.append(make_group(col, facts, sorted(ids), int(keeper), [], "near", threshold, (), ignored_pair,
+                                 verified=verified))
+    if check is None:
+        check = verification(col).on
+    if check:
+        groups = _verify_chained(col, facts, groups, threshold, (), ignored_pair, verified)
     return groups

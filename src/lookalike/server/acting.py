@@ -84,11 +84,14 @@ def add_action_routes(app: FastAPI, *, db, live, dupes, token: str | None, read_
                 raise HTTPException(409, "The duplicate groups at this threshold are not computed yet; ask "
                                          "/api/duplicates first.")
             choices = [(g.keeper, [i for i in g.ids if i != g.keeper]) for g in job.groups]
+            known, check = job.verified, False  # the search checked its members below the threshold
         else:
             choices = [(c.keeper, c.act) for c in body.groups]
+            # what the search verified, and members below the threshold not in it checked now (when on)
+            known, check = dupes.verified(live.get(), body.threshold, body.strict), None
         col = writable()
         try:
-            groups = actions.chosen_groups(col, choices, body.threshold)
+            groups = actions.chosen_groups(col, choices, body.threshold, verified=known, check=check)
         except ValueError as err:
             raise HTTPException(422, str(err)) from None
         plan = actions.make_plan(col, groups, body.action, to=move_to)
@@ -100,7 +103,7 @@ def add_action_routes(app: FastAPI, *, db, live, dupes, token: str | None, read_
             for m in g.members:
                 if m.role in ("chained", "ignored") and m.path not in planned:
                     why = ("marked not duplicates with its keeper" if m.role == "ignored" else
-                           f"scores {m.score:.3f} to its keeper, below {body.threshold}")
+                           f"scores {m.score:.3f} to its keeper, below {body.threshold}, and is not verified")
                     plan.left_out.append((m.path, why))
         return col, plan
 

@@ -107,8 +107,11 @@ def _json_id_query(body: bytes, k: int) -> tuple[int, int]:
     return image_id, k
 
 
-def _groups_json(col, page, threshold: float) -> list[dict]:
-    """One page of groups, each member with its facts, score and role against the keeper (see ``actions``)."""
+def _groups_json(col, page, threshold: float, verified=frozenset()) -> list[dict]:
+    """One page of groups, each member with its facts, score and role against the keeper (see ``actions``).
+
+    ``verified``: the id pairs the duplicate search verified (nothing is checked here).
+    """
     from datetime import datetime, timezone
 
     from ..actions import chosen_groups
@@ -118,7 +121,7 @@ def _groups_json(col, page, threshold: float) -> list[dict]:
         ids = g.ids[:MAX_GROUP_MEMBERS]
         choices.append((g.keeper, [i for i in ids if i != g.keeper]))
     out = []
-    for g, rg in zip(page, chosen_groups(col, choices, threshold)):
+    for g, rg in zip(page, chosen_groups(col, choices, threshold, verified=verified, check=False)):
         names = short_names([m.path for m in rg.members])
 
         def member(m, name):
@@ -126,7 +129,7 @@ def _groups_json(col, page, threshold: float) -> list[dict]:
             return {"id": m.id, "name": name, "path": display(m.path), "thumb_url": f"/api/thumbs/{m.id}",
                     "image_url": f"/api/images/{m.id}", "keeper": m.role == "keep", "size": m.size,
                     "width": m.width, "height": m.height, "modified": modified, "folder": display(m.folder),
-                    "score": round(m.score, 6), "identical": m.identical, "role": m.role}
+                    "score": round(m.score, 6), "identical": m.identical, "role": m.role, "verified": m.verified}
 
         members = sorted((member(m, n) for m, n in zip(rg.members, names)), key=lambda m: not m["keeper"])
         out.append({"ids": g.ids[:MAX_GROUP_MEMBERS], "size": len(g.ids), "keeper": g.keeper,
@@ -332,7 +335,12 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
                          strict: bool = Query(False, description="Groups in which every pair passes"),
                          offset: int = Query(0, ge=0, description="Groups to skip"),
                          limit: int = Query(50, ge=1, le=MAX_GROUPS_PAGE, description="Groups per page")):
-        """Near-duplicate groups, computed once per generation in the background (202 with progress first)."""
+        """Near-duplicate groups, computed once per generation in the background (202 with progress first).
+
+        As ``lookalike dupes`` does by default, hard copies below the threshold are verified with local
+        features (when OpenCV is installed and the collection is not too large; ``verify_note`` says why
+        not) and join the groups.
+        """
         col = live.get()
         try:
             job = dupes.get(col, threshold, strict)
@@ -341,14 +349,16 @@ def create_app(db: str | Path, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
         head = {"threshold": job.threshold, "strict": job.strict, "generation": col.manifest["generation"],
                 "progress": job.progress}
         if job.state in ("queued", "running"):
-            return JSONResponse({"status": job.state, **head}, status_code=202, headers={"Retry-After": "1"})
+            return JSONResponse({"status": job.state, **head, "phase": job.phase}, status_code=202,
+                                headers={"Retry-After": "1"})
         if job.state == "failed":
             raise HTTPException(503, f"The duplicate search failed ({job.error}); ask again to retry.")
         page = job.groups[offset : offset + limit]
-        groups = await run_in_threadpool(_groups_json, col, page, job.threshold)
+        groups = await run_in_threadpool(_groups_json, col, page, job.threshold, job.verified)
         return {"status": "done", **head, "total_groups": len(job.groups), "offset": offset, "limit": limit,
                 "groups": groups, "pairs": job.pairs, "truncated": job.truncated,
-                "max_pairs": dupes.max_pairs, "seconds": job.seconds}
+                "max_pairs": dupes.max_pairs, "verified": job.verify, "verify_note": job.verify_note,
+                "verified_pairs": job.verified_pairs, "seconds": job.seconds}
 
     @app.api_route("/", methods=GET_HEAD, include_in_schema=False)
     def page():

@@ -93,7 +93,10 @@ class Member(BaseModel):
     score: float = Field(description="Cosine similarity to the keeper (1 for the keeper)")
     identical: bool = Field(description="Byte-identical to the keeper")
     role: str = Field(description="keep, act (an action may touch it), chained (below the threshold against the "
-                                  "keeper: never acted on), ignored (marked not duplicates)")
+                                  "keeper and not verified: never acted on), ignored (marked not duplicates)")
+    verified: bool = Field(description="Below the threshold to the keeper, but local features (SIFT + RANSAC) show "
+                                       "the same photo: a hard copy (turned, watermarked, thumbnail, deep crop); "
+                                       "it may be acted on")
 
 
 class GroupOut(BaseModel):
@@ -142,6 +145,11 @@ class DuplicatesDone(BaseModel):
     pairs: int
     truncated: bool = Field(description="True when more pairs passed than the server keeps (the best are kept).")
     max_pairs: int
+    verified: bool = Field(description="True when pairs below the threshold were verified with local features and "
+                                       "the ones that passed joined the groups (as lookalike dupes does by default)")
+    verify_note: str | None = Field(description="Why they were not (OpenCV missing: the pip command; too many "
+                                                "images), or null")
+    verified_pairs: int = Field(description="Pairs below the threshold added by the verification")
     seconds: float
 
 
@@ -153,6 +161,8 @@ class DuplicatesRunning(BaseModel):
     strict: bool
     generation: int
     progress: float = Field(description="Fraction done, 0 to 1.")
+    phase: str = Field(description="pairs (the similarity scan), verifying (hard copies below the threshold: "
+                                   "the slow part) or grouping")
 
 
 def errors(*codes: int) -> dict:
