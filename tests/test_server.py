@@ -339,3 +339,97 @@ def test_duplicates_recomputed_for_a_new_generation(dup_db, image_folder):
         assert not app.state.dupes._jobs, "the old generation's results (and its open files) are dropped"
         second = _poll(c, "/api/duplicates?threshold=0.88").json()
         assert second["total_groups"] == 4 and second["generation"] > first["generation"]
+
+
+def hard_copy_db(tmp):
+    """A collection of 5 real photos and 2 hard copies of one (watermark, 20-degree turn) scoring below the
+    dupes threshold (as tests/test_verify.py builds it); returns (db, the 3 names of the original and copies)."""
+    import shutil
+
+    import numpy as np
+    from conftest import real_photo
+
+    from lookalike import evaluate as ev
+
+    root = tmp / "photos"
+    root.mkdir()
+    original = real_photo("Leopards")[0]
+    for p in [original] + real_photo("airplanes", 2) + real_photo("brain", 2):
+        shutil.copy(p, root / f"{p.parent.name}_{p.name}")
+    copies = ev.edit_image(Image.open(original).convert("RGB"), np.random.default_rng(0),
+                           names=["watermark", "rotate_20"])
+    for name, im in copies.items():
+        im.save(root / f"copy_{name}.jpg", quality=92)
+    Collection.create(tmp / "db").index(root)
+    return tmp / "db", sorted([f"Leopards_{original.name}", "copy_rotate_20.jpg", "copy_watermark.jpg"])
+
+
+@pytest.fixture(scope="module")
+def hard_copies(tmp_path_factory):
+    return hard_copy_db(tmp_path_factory.mktemp("hard"))
+
+
+def _names(g):
+    return sorted(m["name"].rsplit("/", 1)[-1] for m in g["members"])
+
+
+def test_duplicates_verify_hard_copies_like_dupes(hard_copies, monkeypatch):
+    """The page's groups are lookalike dupes' groups: the copies below the threshold join, marked verified."""
+    import lookalike.server.duplicates as sd
+    from lookalike import verify as vf
+    from lookalike.dupes import review_groups
+
+    db, group = hard_copies
+    gate, real = threading.Event(), sd.verified_pairs
+
+    def gated(*args, **kwargs):
+        kwargs["progress"](0.5)
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sd, "verified_pairs", gated)
+    with TestClient(create_app(db)) as c:
+        half, deadline, seen = round((sd.SCAN_SHARE + sd.VERIFY_SHARE) / 2, 4), time.time() + 30, None
+        while seen is None or seen["progress"] != half:  # halfway through the (gated) verification
+            assert time.time() < deadline
+            r = c.get("/api/duplicates")
+            assert r.status_code == 202, r.text
+            seen = r.json()
+            time.sleep(0.02)
+        assert seen["phase"] == "verifying"
+        gate.set()
+        r = _poll(c, "/api/duplicates")
+        assert r.status_code == 200, r.text
+        data = r.json()
+    assert (data["verified"], data["verify_note"], data["pairs"]) == (True, None, 0)
+    assert data["verified_pairs"] >= 1 and data["total_groups"] == 1
+    (g,) = data["groups"]
+    assert _names(g) == group
+    # the keeper is the turned copy (most pixels); the other two verified against it and may be acted on
+    assert sorted((m["name"].rsplit("/", 1)[-1], m["role"], m["verified"]) for m in g["members"]) == [
+        (group[0], "act", True), ("copy_rotate_20.jpg", "keep", False), ("copy_watermark.jpg", "act", True)]
+    assert all(m["score"] < 0.88 for m in g["members"] if not m["keeper"])
+    col = Collection.open(db)
+    (rg,) = review_groups(col)  # what lookalike dupes reports
+    assert sorted(rg.ids) == sorted(g["ids"]) and rg.keeper == g["keeper"]
+    assert {m.id: (m.role, m.verified) for m in rg.members} == {m["id"]: (m["role"], m["verified"])
+                                                                for m in g["members"]}
+    assert vf.plan("auto", len(col)).on
+
+
+@pytest.mark.parametrize("off", ["no-opencv", "too-many"])
+def test_duplicates_without_verification_group_by_the_threshold(hard_copies, monkeypatch, off):
+    from lookalike import verify as vf
+
+    if off == "no-opencv":
+        import sys
+
+        for name in [m for m in sys.modules if m == "cv2" or m.startswith("cv2.")] + ["cv2"]:
+            monkeypatch.setitem(sys.modules, name, None)  # import cv2 fails, as without the verify extra
+    else:
+        monkeypatch.setattr(vf, "AUTO_MAX_IMAGES", 6)  # the collection has 7 images
+    with TestClient(create_app(hard_copies[0])) as c:
+        data = _poll(c, "/api/duplicates").json()
+    assert (data["status"], data["total_groups"], data["verified"], data["verified_pairs"]) == ("done", 0, False, 0)
+    assert ("pip install 'lookalike[verify]'" if off == "no-opencv" else
+            "7 images is above the 6 verified by default") in data["verify_note"]
