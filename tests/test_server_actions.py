@@ -230,3 +230,62 @@ def test_lookalike_undo_undoes_a_run_of_the_page(acting):
     res = CliRunner().invoke(cli, ["undo", "--db", str(db)])
     assert res.exit_code == 0, res.output
     assert _tree(tmp / "photos") == before
+
+
+@pytest.fixture
+def hard(tmp_path):
+    """A server over real photos and two hard copies of one scoring below the threshold (tests/test_server.py)."""
+    from test_server import hard_copy_db
+
+    db, group = hard_copy_db(tmp_path)
+    app = create_app(db, token=TOKEN, move_to=tmp_path / "moved", check_interval=0.05)
+    with TestClient(app) as c:
+        col = Collection.open(db, read_only=True)
+        by_name = {p.rsplit("/", 1)[1]: int(i) for i, p in zip(col.ids, col.paths)}
+        yield c, db, tmp_path, {n: by_name[n] for n in group}
+
+
+def test_verified_members_of_the_page_are_moved(hard):
+    c, db, tmp, ids = hard
+    (g,) = _groups(c)
+    assert sorted(m["id"] for m in g["members"]) == sorted(ids.values())
+    assert g["keeper"] == ids["copy_rotate_20.jpg"] and all(m["verified"] for m in g["members"] if not m["keeper"])
+    body = {"groups": [_choice(g)], "threshold": 0.88}
+    p = c.post("/api/actions/plan", json=body, headers=AUTH).json()
+    assert (p["files"], p["left_out"]) == (2, [])
+    assert c.post("/api/actions/plan", json={"all": True, "threshold": 0.88}, headers=AUTH).json()["files"] == 2
+    r = c.post("/api/actions/apply", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    moved = sorted(os.path.basename(p) for p in r.json()["done"])
+    assert moved == sorted(n for n in ids if n != "copy_rotate_20.jpg") and not r.json()["skipped"]
+    assert sorted(os.path.basename(p) for p in _tree(tmp / "moved")) == moved
+    assert c.post("/api/actions/undo", json={}, headers=AUTH).status_code == 200
+    assert not _tree(tmp / "moved")
+
+
+def test_a_member_below_the_threshold_is_verified_when_asked_and_not_duplicates_never_acts(hard):
+    """No search ran: the server checks each member below the threshold against its keeper itself."""
+    c, db, tmp, ids = hard
+    keeper = ids["copy_rotate_20.jpg"]
+    others = sorted(i for i in ids.values() if i != keeper)
+    body = {"groups": [{"keeper": keeper, "act": others}], "threshold": 0.88}
+    assert c.post("/api/actions/plan", json=body, headers=AUTH).json()["files"] == 2
+    r = c.post("/api/actions/ignore", json={"ids": [keeper, ids["copy_watermark.jpg"]]}, headers=AUTH)
+    assert r.status_code == 200
+    p = c.post("/api/actions/plan", json=body, headers=AUTH).json()
+    assert p["files"] == 1 and os.path.basename(p["steps"][0]["path"]) != "copy_watermark.jpg"
+    assert [x["reason"] for x in p["left_out"]] == ["marked not duplicates with its keeper"]
+
+
+def test_without_verification_members_below_the_threshold_stay(hard, monkeypatch):
+    from lookalike import verify as vf
+
+    c, db, tmp, ids = hard
+    monkeypatch.setattr(vf, "AUTO_MAX_IMAGES", 6)  # the collection has 7 images: "auto" is off
+    assert _groups(c) == []
+    keeper = ids["copy_rotate_20.jpg"]
+    body = {"groups": [{"keeper": keeper, "act": sorted(i for i in ids.values() if i != keeper)}], "threshold": 0.88}
+    p = c.post("/api/actions/plan", json=body, headers=AUTH).json()
+    assert p["files"] == 0 and len(p["left_out"]) == 2 and all("below 0.88" in x["reason"] for x in p["left_out"])
+    r = c.post("/api/actions/apply", json=body, headers=AUTH)
+    assert r.status_code == 200 and r.json()["done"] == [] and not (tmp / "moved").exists()
