@@ -331,3 +331,23 @@ def test_without_the_token_the_page_says_how_to_act(dup_server):
         page.wait_for_selector("#dupes-message.error")
         assert "token" in page.locator("#dupes-message").inner_text()
     assert _files(photos) == before
+
+
+def test_verified_hard_copies_are_marked_and_moved(tmp_path):
+    """Copies below the threshold that local features verify show "verified" and the page acts on them."""
+    from test_server import hard_copy_db
+
+    db, group = hard_copy_db(tmp_path)
+    with _serving(db, token=TOKEN, move_to=tmp_path / "moved") as url, _browser() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{url}/#token={TOKEN}")
+        page.click("#tab-dupes")
+        _review_loaded(page)
+        assert page.locator("#groups .group").count() == 1
+        assert page.locator("#groups .member .verified:visible").count() == 2
+        assert "Note:" not in page.locator("#dupes-message").inner_text()
+        _shot(page, tmp_path, "dupes-verified.png")
+        page.keyboard.press("a")
+        page.wait_for_function("() => document.querySelector('#dupes-message').textContent.includes('moved 2 files')")
+    assert sorted(p.name for p in (tmp_path / "moved").rglob("*.jpg")) == sorted(
+        n for n in group if n != "copy_rotate_20.jpg")

@@ -45,7 +45,8 @@ async function loadDupes(ev, offset = 0, keepCurrent = false) {
     if (run !== review.run) return;
     if (resp.status !== 202) break;
     const p = await resp.json();  // still computing: show how far, ask again
-    say(msg, `Looking for duplicates… ${Math.round(p.progress * 100)}% (${p.status})`);
+    const what = p.phase === "verifying" ? "verifying hard copies below the threshold" : p.status;
+    say(msg, `Looking for duplicates… ${Math.round(p.progress * 100)}% (${what})`);
     $("#dupes-progress").hidden = false;
     $("#dupes-progress").value = p.progress;
     await new Promise((r) => setTimeout(r, 500));
@@ -60,7 +61,8 @@ async function loadDupes(ev, offset = 0, keepCurrent = false) {
   review.current = Math.min(review.current, Math.max(0, data.groups.length - 1));
   const shown = data.groups.length ? `Groups ${data.offset + 1}–${data.offset + data.groups.length} of ${data.total_groups.toLocaleString()}` : "";
   const cut = data.truncated ? ` Only the ${data.max_pairs.toLocaleString()} most similar pairs were kept: raise the threshold to see all.` : "";
-  say(msg, data.total_groups ? `${shown} at threshold ${data.threshold}; the green one is the keeper.${cut}` : `No duplicates at threshold ${data.threshold}.`);
+  const note = data.verify_note ? ` Note: ${data.verify_note}.` : "";
+  say(msg, (data.total_groups ? `${shown} at threshold ${data.threshold}; the green one is the keeper.${cut}` : `No duplicates at threshold ${data.threshold}.`) + note);
   render();
 }
 
@@ -69,10 +71,12 @@ function memberCard(g, m, n) {
   const isKeeper = m.id === keeperOf(g);
   div.className = "card member" + (isKeeper ? " keeper" : "") + (m.role === "chained" ? " chained" : "");
   div.dataset.id = m.id;
-  div.innerHTML = `<img loading="lazy" alt=""><div class="meta"><div class="score"></div><div class="name"></div>
+  div.innerHTML = `<img loading="lazy" alt=""><div class="meta"><div class="score"></div><span class="verified" hidden
+    title="Below the threshold, but local features show the same photo as the keeper (a turned, watermarked or cropped copy)">verified</span><div class="name"></div>
     <div class="facts muted"></div><button type="button" class="search-by">search by it</button></div>`;
   div.querySelector("img").src = m.thumb_url;
   div.querySelector(".score").textContent = `${n + 1} · ${isKeeper ? "KEEP" : m.identical ? "identical" : m.score.toFixed(3)}`;
+  div.querySelector(".verified").hidden = !(m.verified && keeperOf(g) === g.keeper);
   div.querySelector(".name").textContent = m.name;
   div.querySelector(".name").title = m.path;
   div.querySelector(".facts").textContent = `${fmtBytes(m.size)} · ${m.width}×${m.height} · ${m.modified.slice(0, 10)} · ${m.folder}`;
@@ -206,6 +210,7 @@ function onKey(e) {
     el.querySelectorAll(".member").forEach((c, i) => {
       const isKeeper = Number(c.dataset.id) === keeperOf(g);
       c.classList.toggle("keeper", isKeeper);
+      c.querySelector(".verified").hidden = !(g.members[i].verified && keeperOf(g) === g.keeper);  // checked against the suggested keeper
       c.querySelector(".score").textContent = `${i + 1} · ${isKeeper ? "KEEP" : g.members[i].identical ? "identical" : g.members[i].score.toFixed(3)}`;
     });
   } else if (e.key === "x") notDuplicates();
