@@ -22,7 +22,8 @@ class Choice(BaseModel):
     keeper: ImageId
     act: list[ImageId] = Field(min_length=1, max_length=MAX_CHOICE_MEMBERS,
                                description="Ids to move; each must score at or above the threshold against the "
-                                           "keeper, or it is left out")
+                                           "keeper or, when verification is on, show the same photo by local "
+                                           "features (verified), or it is left out")
 
 
 class ActIn(BaseModel):
