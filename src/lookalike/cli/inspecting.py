@@ -40,8 +40,9 @@ def info(
             return f"{val:.3f}"
         return str(val)
 
+    width = max(map(len, data))
     for key, val in data.items():
-        out.print(f"{key:>15}: {show(val)}", highlight=False, soft_wrap=True)
+        out.print(f"{key:>{width}}: {show(val)}", highlight=False, soft_wrap=True)
     if errors and not col.errors:
         out.print("no skipped files", highlight=False)
     if errors and col.errors:
