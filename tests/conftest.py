@@ -71,6 +71,29 @@ def real_photo(cls: str, n: int = 1) -> list[Path]:
     return sorted(folder.glob("*.jpg"))[:n]
 
 
+def hard_copy_db(tmp: Path) -> tuple[Path, list[str]]:
+    """A collection of 5 real photos and 2 hard copies of one (watermark, 20-degree turn) that score below the
+    dupes threshold against it; returns (db, the sorted names of the original and its two copies)."""
+    import shutil
+
+    from PIL import Image
+
+    from lookalike import Collection
+    from lookalike import evaluate as ev
+
+    root = tmp / "photos"
+    root.mkdir()
+    original = real_photo("Leopards")[0]
+    for p in [original] + real_photo("airplanes", 2) + real_photo("brain", 2):
+        shutil.copy(p, root / f"{p.parent.name}_{p.name}")
+    copies = ev.edit_image(Image.open(original).convert("RGB"), np.random.default_rng(0),
+                           names=["watermark", "rotate_20"])
+    for name, im in copies.items():
+        im.save(root / f"copy_{name}.jpg", quality=92)
+    Collection.create(tmp / "db").index(root)
+    return tmp / "db", sorted([f"Leopards_{original.name}", "copy_rotate_20.jpg", "copy_watermark.jpg"])
+
+
 @pytest.fixture(scope="session")
 def encoder():
     from lookalike.encoders import get_encoder

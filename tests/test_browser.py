@@ -335,7 +335,7 @@ def test_without_the_token_the_page_says_how_to_act(dup_server):
 
 def test_verified_hard_copies_are_marked_and_moved(tmp_path):
     """Copies below the threshold that local features verify show "verified" and the page acts on them."""
-    from test_server import hard_copy_db
+    from conftest import hard_copy_db
 
     db, group = hard_copy_db(tmp_path)
     with _serving(db, token=TOKEN, move_to=tmp_path / "moved") as url, _browser() as browser:

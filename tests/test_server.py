@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from conftest import synthetic_image
+from conftest import hard_copy_db, synthetic_image
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -339,29 +339,6 @@ def test_duplicates_recomputed_for_a_new_generation(dup_db, image_folder):
         assert not app.state.dupes._jobs, "the old generation's results (and its open files) are dropped"
         second = _poll(c, "/api/duplicates?threshold=0.88").json()
         assert second["total_groups"] == 4 and second["generation"] > first["generation"]
-
-
-def hard_copy_db(tmp):
-    """A collection of 5 real photos and 2 hard copies of one (watermark, 20-degree turn) scoring below the
-    dupes threshold (as tests/test_verify.py builds it); returns (db, the 3 names of the original and copies)."""
-    import shutil
-
-    import numpy as np
-    from conftest import real_photo
-
-    from lookalike import evaluate as ev
-
-    root = tmp / "photos"
-    root.mkdir()
-    original = real_photo("Leopards")[0]
-    for p in [original] + real_photo("airplanes", 2) + real_photo("brain", 2):
-        shutil.copy(p, root / f"{p.parent.name}_{p.name}")
-    copies = ev.edit_image(Image.open(original).convert("RGB"), np.random.default_rng(0),
-                           names=["watermark", "rotate_20"])
-    for name, im in copies.items():
-        im.save(root / f"copy_{name}.jpg", quality=92)
-    Collection.create(tmp / "db").index(root)
-    return tmp / "db", sorted([f"Leopards_{original.name}", "copy_rotate_20.jpg", "copy_watermark.jpg"])
 
 
 @pytest.fixture(scope="module")

@@ -235,7 +235,7 @@ def test_lookalike_undo_undoes_a_run_of_the_page(acting):
 @pytest.fixture
 def hard(tmp_path):
     """A server over real photos and two hard copies of one scoring below the threshold (tests/test_server.py)."""
-    from test_server import hard_copy_db
+    from conftest import hard_copy_db
 
     db, group = hard_copy_db(tmp_path)
     app = create_app(db, token=TOKEN, move_to=tmp_path / "moved", check_interval=0.05)

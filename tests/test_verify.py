@@ -175,33 +175,19 @@ def test_without_opencv_auto_is_off_with_the_pip_command(monkeypatch):
 
 @pytest.fixture(scope="module")
 def hard_copies(tmp_path_factory):
-    """A collection of 5 real photos and 2 hard copies of one (watermark, 20-degree turn) that score below the
-    threshold; returns (db, names of the original and its copies)."""
-    import shutil
-
-    from conftest import real_photo
+    """conftest.hard_copy_db: 5 real photos + 2 hard copies of one; checks the copies score below the threshold."""
+    from conftest import hard_copy_db
 
     from lookalike import Collection
     from lookalike.dupes import DEFAULT_THRESHOLD
 
-    tmp = tmp_path_factory.mktemp("hard")
-    root = tmp / "photos"
-    root.mkdir()
-    original = real_photo("Leopards")[0]
-    for p in [original] + real_photo("airplanes", 2) + real_photo("brain", 2):
-        shutil.copy(p, root / f"{p.parent.name}_{p.name}")
-    copies = ev.edit_image(Image.open(original).convert("RGB"), np.random.default_rng(0),
-                           names=["watermark", "rotate_20"])
-    for name, im in copies.items():
-        im.save(root / f"copy_{name}.jpg", quality=92)
-    col = Collection.create(tmp / "db")
-    col.index(root)
+    db, group = hard_copy_db(tmp_path_factory.mktemp("hard"))
+    col = Collection.open(db)
     E = np.asarray(col.embeddings, np.float32)
     names = [p.rsplit("/", 1)[1] for p in col.paths]
-    group = sorted([f"Leopards_{original.name}", "copy_rotate_20.jpg", "copy_watermark.jpg"])
     o = names.index(group[0])
     assert all(E[o] @ E[names.index(n)] < DEFAULT_THRESHOLD for n in group[1:])
-    return tmp / "db", group
+    return db, group
 
 
 def _dupes(args, db):
