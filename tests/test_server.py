@@ -210,18 +210,24 @@ def test_uploads_do_not_block_the_event_loop(tmp_path, image_folder):
         assert result["r"].status_code == 200
 
 
-def test_duplicates_202_then_paged(dup_db, monkeypatch):
-    import lookalike.server.duplicates as sd
-
-    gate = threading.Event()
-    real = sd.scan_pairs
+def _halfway_gate(monkeypatch, module, name):
+    """Replace ``module.name`` (a phase taking a ``progress`` callback) by one that reports half done, then waits
+    for the returned event before doing the real work."""
+    gate, real = threading.Event(), getattr(module, name)
 
     def gated(*args, **kwargs):
         kwargs["progress"](0.5)
         gate.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sd, "scan_pairs", gated)
+    monkeypatch.setattr(module, name, gated)
+    return gate
+
+
+def test_duplicates_202_then_paged(dup_db, monkeypatch):
+    import lookalike.server.duplicates as sd
+
+    gate = _halfway_gate(monkeypatch, sd, "scan_pairs")
     with TestClient(create_app(dup_db)) as c:
         r = c.get("/api/duplicates?threshold=0.88&limit=2")
         assert r.status_code == 202 and r.headers["retry-after"] == "1"
@@ -357,14 +363,7 @@ def test_duplicates_verify_hard_copies_like_dupes(hard_copies, monkeypatch):
     from lookalike.dupes import review_groups
 
     db, group = hard_copies
-    gate, real = threading.Event(), sd.verified_pairs
-
-    def gated(*args, **kwargs):
-        kwargs["progress"](0.5)
-        gate.wait(30)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sd, "verified_pairs", gated)
+    gate = _halfway_gate(monkeypatch, sd, "verified_pairs")
     with TestClient(create_app(db)) as c:
         half, deadline, seen = round((sd.SCAN_SHARE + sd.VERIFY_SHARE) / 2, 4), time.time() + 30, None
         while seen is None or seen["progress"] != half:  # halfway through the (gated) verification
