@@ -283,7 +283,7 @@ def test_review_groups_reports_progress_of_the_verification(hard_copies):
 def test_a_member_chained_to_its_keeper_is_verified_against_it(hard_copies):
     """A member grouped through other members (below the threshold to the keeper) is checked against the keeper."""
     from lookalike import Collection
-    from lookalike.dupes import DEFAULT_THRESHOLD, MemberFacts, _verify_chained, make_group
+    from lookalike.dupes import DEFAULT_THRESHOLD, MemberFacts, make_group, verify_chained
 
     col = Collection.open(hard_copies[0])
     facts = MemberFacts(col)
@@ -292,7 +292,7 @@ def test_a_member_chained_to_its_keeper_is_verified_against_it(hard_copies):
     keeper = by_name[hard_copies[1][0]]  # the original
     g = make_group(col, facts, ids, keeper, [], "near", DEFAULT_THRESHOLD, (), lambda a, b: False)
     assert sorted(m.role for m in g.members) == ["chained"] * 3 + ["keep"]
-    (g2,) = _verify_chained(col, facts, [g], DEFAULT_THRESHOLD, (), lambda a, b: False, frozenset())
+    (g2,) = verify_chained(col, facts, [g], DEFAULT_THRESHOLD, (), lambda a, b: False, frozenset())
     roles = {m.path.rsplit("/", 1)[1]: (m.role, m.verified) for m in g2.members}
     assert roles == {hard_copies[1][0]: ("keep", False), hard_copies[1][1]: ("act", True),
                      hard_copies[1][2]: ("act", True), "airplanes_image_0001.jpg": ("chained", False)}

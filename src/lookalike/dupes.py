@@ -52,7 +52,7 @@ __all__ = [
     "DEFAULT_THRESHOLD", "KEEP_RULES", "LSH_QUERY_ROWS", "PAIR_BLOCK_ROWS", "PAIR_OTHER_ROWS", "ROLES", "TIERS",
     "Group", "Member", "MemberFacts", "Pair", "PairScan", "Progress", "ReviewGroup", "components", "connected_groups",
     "exact_pairs", "find_pairs", "group_pairs", "keep_key", "keeper_rank", "lsh_pairs", "make_group", "review_groups",
-    "scan_pairs", "strict_split", "verification", "verified_pairs",
+    "scan_pairs", "strict_split", "verification", "verified_pairs", "verify_chained",
 ]
 
 
@@ -160,12 +160,12 @@ def review_groups(col, threshold: float = DEFAULT_THRESHOLD, *, tier: str = "all
             near_groups.append(make_group(col, facts, g.ids, keeper, g.pairs, "near", threshold, reference,
                                            ignored_pair, verified=checked))
         if plan.on:
-            near_groups = _verify_chained(col, facts, near_groups, threshold, reference, ignored_pair, checked)
+            near_groups = verify_chained(col, facts, near_groups, threshold, reference, ignored_pair, checked)
         near_groups.sort(key=lambda g: (-g.min_score, -len(g.ids), g.ids[0]))
     return (exact_groups if tier != "near" else []) + near_groups
 
 
-def _verify_chained(col, facts, groups, threshold, reference, ignored_pair, checked) -> list[ReviewGroup]:
+def verify_chained(col, facts, groups, threshold, reference, ignored_pair, checked) -> list[ReviewGroup]:
     """Verify each chained member against its keeper; remake the groups where some pass (they may be acted on).
 
     A chained member is below the threshold to the keeper and was grouped through other members.

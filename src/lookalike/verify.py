@@ -358,8 +358,7 @@ def _fit(a: Features, b: Features, ratio: float, ransac_px: float, max_anisotrop
 
 
 def _load(path, long_side: int = LONG_SIDE, n_features: int = N_FEATURES) -> Features | None:
-    grey = _grey_of(path, long_side)
-    return None if grey is None else features(grey, long_side=long_side, n_features=n_features)
+    return _from_grey(_grey_of(path, long_side), long_side, n_features)
 
 
 def _grey_of(path, long_side: int = LONG_SIDE):

@@ -82,7 +82,7 @@ def chosen_groups(col, choices, threshold: float, *, verified=frozenset(), check
     ValueError
         An id that is not in ``col``, a keeper among its own members, or a group without members.
     """
-    from ..dupes import _verify_chained, verification
+    from ..dupes import verification, verify_chained
     from ..review import MemberFacts, ignored_pairs, make_group
 
     ignored_pair = ignored_pairs(load_decisions(col.path))
@@ -105,5 +105,5 @@ def chosen_groups(col, choices, threshold: float, *, verified=frozenset(), check
     if check is None:
         check = verification(col).on
     if check:
-        groups = _verify_chained(col, facts, groups, threshold, (), ignored_pair, verified)
+        groups = verify_chained(col, facts, groups, threshold, (), ignored_pair, verified)
     return groups
