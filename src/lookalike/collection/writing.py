@@ -64,13 +64,8 @@ def install_int8(folder: Path, model: Path, enc) -> dict:
     """Copy the shared int8 model into a collection folder (atomically); returns its manifest entry."""
     from ..encoders.calibration import ranges_path
 
-    tmp = folder / f".{INT8_MODEL}.tmp{os.getpid()}"
-    with open(model, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, folder / INT8_MODEL)
-    storage.fsync_dir(folder)
+    with open(model, "rb") as src:
+        storage.atomic_write(folder / INT8_MODEL, lambda dst: shutil.copyfileobj(src, dst))
     return {"name": INT8_MODEL, "sha256": storage.file_sha256(folder / INT8_MODEL), "calibration": "shared",
             "ranges_sha256": storage.file_sha256(ranges_path(enc.name))}
 

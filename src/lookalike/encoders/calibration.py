@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -115,7 +114,7 @@ def compute(enc, paths: list[Path]) -> dict:
 
 def main(argv=None) -> int:
     """``python -m lookalike.encoders.calibration FOLDER... [--encoder NAME]``: write the shipped ranges."""
-    from .. import images
+    from .. import images, storage
     from . import REGISTRY, get_encoder
 
     ap = argparse.ArgumentParser(prog="python -m lookalike.encoders.calibration", description=__doc__.split("\n")[0])
@@ -128,9 +127,7 @@ def main(argv=None) -> int:
     paths = sorted(p for f in args.folders for p in images.discover(f))
     doc = compute(enc, paths)
     out = args.out or ranges_path(enc.name)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, out)
+    storage.atomic_write(out, lambda f: f.write((json.dumps(doc, indent=1) + "\n").encode()))
     print(f"{len(doc['ranges'])} tensor ranges from {doc['images']} images ({doc['inputs']} inputs) in "
           f"{doc['seconds']} s -> {out}")
     return 0
